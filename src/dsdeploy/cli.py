@@ -1,0 +1,156 @@
+"""The ``dsdeploy`` command: one thin function per verb; errors become one line and exit 1."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from dsdeploy import __version__
+from dsdeploy.engines import llamacpp_install
+from dsdeploy.errors import DsdeployError, EngineStartFailed
+from dsdeploy.progress import byte_progress, step_progress
+from dsdeploy.pull import pull as pull_model
+from dsdeploy.pull import resolve
+from dsdeploy.serve import serve as run_server
+from dsdeploy.settings import DEFAULT_MODEL, Settings
+from dsdeploy.store import Store
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+engine_app = typer.Typer(no_args_is_help=True, help="Install and list inference engines.")
+models_app = typer.Typer(no_args_is_help=True, help="Models in the local store.")
+app.add_typer(engine_app, name="engine")
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+
+def describe(field: str) -> str:
+    """Flag help is the Settings field's description: each option is declared once."""
+    return Settings.model_fields[field].description or ""
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Flags given on the command line win over DSDEPLOY_* variables, which win over defaults."""
+    try:
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        console.print(f"[red]error:[/] invalid setting {where}: {first['msg']}")
+        raise typer.Exit(2) from None
+
+
+def fail(exc: DsdeployError) -> typer.Exit:
+    console.print(f"[red]error:[/] {exc}", highlight=False)
+    if isinstance(exc, EngineStartFailed) and exc.log_tail:
+        console.print("last lines of the engine log:", style="dim")
+        for line in exc.log_tail:
+            console.print(f"  {line}", style="dim", highlight=False, markup=False)
+    return typer.Exit(1)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"dsdeploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Run DeepSeek models on your own hardware as a safe OpenAI-compatible service."""
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="Model name in the store.")] = DEFAULT_MODEL,
+    host: Annotated[str | None, typer.Option(help=describe("host"))] = None,
+    port: Annotated[int | None, typer.Option(help=describe("port"))] = None,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+    ctx_size: Annotated[int | None, typer.Option(help=describe("ctx_size"))] = None,
+    parallel: Annotated[int | None, typer.Option(help=describe("parallel"))] = None,
+) -> None:
+    """Serve a model at an OpenAI-compatible API (pulls the model and engine if needed)."""
+    settings = load_settings(
+        host=host, port=port, threads=threads, ctx_size=ctx_size, parallel=parallel
+    )
+    try:
+        run_server(settings, model, console)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+
+
+@app.command()
+def pull(model: Annotated[str, typer.Argument(help="Model name, e.g. smollm2.")]) -> None:
+    """Download a model into the store and verify its sha256."""
+    settings = load_settings()
+    try:
+        entry = resolve(model)
+        with byte_progress(f"pulling {model}", console) as progress:
+            manifest = pull_model(entry, Store(settings.dirs.models), progress)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    weights = manifest.weights
+    console.print(
+        f"{manifest.name}: {weights.size / 2**20:.1f} MiB, sha256 {weights.sha256}", soft_wrap=True
+    )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the models in the store."""
+    table = Table("name", "format", "size", "sha256", "source")
+    for manifest in Store(load_settings().dirs.models).manifests_all():
+        weights = manifest.weights
+        size = f"{sum(f.size for f in manifest.files) / 2**20:.1f} MiB"
+        table.add_row(manifest.name, manifest.format, size, weights.sha256[:12], manifest.source)
+    Console().print(table)
+
+
+@engine_app.command("install")
+def engine_install(
+    backend: Annotated[str | None, typer.Option(help=describe("engine_backend"))] = None,
+    jobs: Annotated[int | None, typer.Option(help=describe("build_jobs"))] = None,
+) -> None:
+    """Build llama.cpp's llama-server for this machine (once; later runs reuse the build)."""
+    settings = load_settings(engine_backend=backend, build_jobs=jobs)
+    try:
+        with step_progress("building llama.cpp", console) as progress:
+            installed = llamacpp_install.install(
+                settings.dirs, settings.engine_backend, settings.build_jobs, progress
+            )
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    console.print(f"llama-server {installed.version} at {installed.binary}")
+
+
+@engine_app.command("list")
+def engine_list() -> None:
+    """Show the engines dsdeploy can use, and which one `serve` picks."""
+
+    settings = load_settings()
+    try:
+        active = llamacpp_install.locate(
+            settings.dirs, settings.llama_server, settings.engine_backend
+        )
+        built = list(llamacpp_install.built_engines(settings.dirs))
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    table = Table("engine", "version", "origin", "binary", "used by serve")
+    candidates = ([active] if active else []) + [b for b in built if b != active]
+    for found in candidates:
+        used = "yes" if found == active else ""
+        table.add_row("llama.cpp", found.version, found.origin, str(found.binary), used)
+    Console().print(table)
+    if active is None:
+        console.print("no llama-server yet: run `dsdeploy engine install`")
+
+
+def main() -> None:
+    app()

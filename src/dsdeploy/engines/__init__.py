@@ -1,0 +1,1 @@
+"""Inference engines dsdeploy runs as child processes."""

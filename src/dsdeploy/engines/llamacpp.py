@@ -1,0 +1,76 @@
+"""llama.cpp's ``llama-server`` as an Engine: continuous batching, parallel slots, prefix cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsdeploy.engines.base import EngineCapabilities
+from dsdeploy.hardware import Hardware
+
+DEFAULT_SLOTS = 4
+DEFAULT_CTX_PER_SLOT = 4096
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    threads: int
+    ctx_per_slot: int
+    parallel: int
+
+
+def choose_launch(
+    hardware: Hardware,
+    model_context: int,
+    *,
+    threads: int | None,
+    ctx_size: int | None,
+    parallel: int | None,
+) -> LaunchOptions:
+    """A simple rule until the planner decides: one thread per physical core (decode is
+    memory-bound, hyper-threads add nothing), four slots, up to 4096 tokens each."""
+    return LaunchOptions(
+        threads=threads or hardware.physical_cores,
+        ctx_per_slot=min(ctx_size or DEFAULT_CTX_PER_SLOT, model_context),
+        parallel=parallel or DEFAULT_SLOTS,
+    )
+
+
+@dataclass(frozen=True)
+class LlamaCppEngine:
+    binary: Path
+    model_path: Path
+    alias: str
+    launch: LaunchOptions
+    embedding_model: bool = False
+    name: str = "llama.cpp"
+    health_path: str = "/health"
+    capabilities: EngineCapabilities = field(init=False)
+
+    def __post_init__(self) -> None:
+        embeds = self.embedding_model
+        capabilities = EngineCapabilities(
+            chat=not embeds, completions=not embeds, embeddings=embeds
+        )
+        object.__setattr__(self, "capabilities", capabilities)
+
+    def argv(self, port: int) -> list[str]:
+        launch = self.launch
+        argv = [
+            str(self.binary),
+            "--model", str(self.model_path),
+            "--alias", self.alias,  # the engine then names the model as the gateway does
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--threads", str(launch.threads),
+            # Without a unified KV cache each slot owns ctx_size / parallel tokens.
+            "--parallel", str(launch.parallel),
+            "--no-kv-unified",
+            "--ctx-size", str(launch.ctx_per_slot * launch.parallel),
+            "--no-webui",
+            "--offline",
+            "--log-colors", "off",
+        ]  # fmt: skip
+        if self.embedding_model:
+            argv.append("--embeddings")
+        return argv

@@ -1,0 +1,243 @@
+"""Find or build llama.cpp's ``llama-server``.
+
+Order of preference: the binary named in settings, one already on PATH, then our own
+build. Builds come from the llama.cpp tree that the pinned ``llama-cpp-python`` sdist
+vendors (the only llama.cpp source on the package index), compiled once per version,
+backend and CPU, and cached: a second install costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
+from dsdeploy.paths import Dirs
+from dsdeploy.progress import ProgressHook
+
+SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
+"""Vendors llama.cpp at commit 0c1e570; bump it to move to a newer llama.cpp."""
+SDIST_VERSION = SDIST_REQUIREMENT.split("==")[1]
+TARGETS = ("llama-server", "llama-bench", "llama-quantize", "llama-perplexity")
+CMAKE_FLAGS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",  # self-contained binaries that survive being moved
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",  # would try to download the web UI
+)
+CUDA_FLAGS = ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=native")
+PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+
+
+@dataclass(frozen=True)
+class InstalledEngine:
+    binary: Path
+    version: str
+    origin: str
+    """'settings', 'PATH' or 'built'."""
+
+
+def read_version(binary: Path) -> str:
+    """The first line of ``llama-server --version``, e.g. '0.5.0-dev (build 1, commit 0c1e570)'."""
+    try:
+        done = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError as exc:
+        raise EngineNotInstalled(f"cannot run {binary}: {exc.strerror}") from None
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.startswith("version:"):
+            return line.removeprefix("version:").strip()
+    raise EngineNotInstalled(f"{binary} does not look like llama-server (no version line)")
+
+
+def nvidia_gpu_present() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    done = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False)
+    return done.returncode == 0 and "GPU" in done.stdout
+
+
+def find_nvcc() -> str | None:
+    return shutil.which("nvcc") or next(
+        (str(p) for p in (Path("/usr/local/cuda/bin/nvcc"),) if p.exists()), None
+    )
+
+
+def choose_backend(requested: str) -> str:
+    """CUDA needs both the toolkit and a GPU: nvcc alone would compile for hours for nothing."""
+    if requested != "auto":
+        return requested
+    return "cuda" if find_nvcc() and nvidia_gpu_present() else "cpu"
+
+
+def cpu_signature() -> str:
+    """Builds use -march=native, so a build is only valid on a CPU with the same flags."""
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                break
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:12]
+
+
+def build_key(backend: str) -> str:
+    return f"{SDIST_VERSION}-{backend}-{platform.machine()}-{cpu_signature()}"
+
+
+def engine_root(dirs: Dirs) -> Path:
+    return dirs.engines / "llama.cpp"
+
+
+def built_engines(dirs: Dirs) -> Iterator[InstalledEngine]:
+    for info_path in sorted(engine_root(dirs).glob("*/info.json")):
+        info = json.loads(info_path.read_text())
+        binary = info_path.parent / "bin" / "llama-server"
+        if binary.exists():
+            yield InstalledEngine(binary=binary, version=info["version"], origin="built")
+
+
+def locate(dirs: Dirs, configured: Path | None, backend: str) -> InstalledEngine | None:
+    if configured is not None:
+        if not configured.exists():
+            raise EngineNotInstalled(
+                f"DSDEPLOY_LLAMA_SERVER points at {configured}, which does not exist"
+            )
+        return InstalledEngine(configured, read_version(configured), "settings")
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return InstalledEngine(Path(on_path), read_version(Path(on_path)), "PATH")
+    binary = engine_root(dirs) / build_key(choose_backend(backend)) / "bin" / "llama-server"
+    if binary.exists():
+        return InstalledEngine(binary, read_version(binary), "built")
+    return None
+
+
+def download_source(workdir: Path) -> Path:
+    """Fetch the sdist with pip (its index and proxy settings apply) and unpack llama.cpp."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--quiet",
+            "--dest",
+            str(workdir),
+            SDIST_REQUIREMENT,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    archives = sorted(workdir.glob("*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        last = (done.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
+        raise EngineBuildFailed(f"could not download {SDIST_REQUIREMENT}: {last}")
+    with tarfile.open(archives[0]) as archive:
+        members = [m for m in archive.getmembers() if "/vendor/llama.cpp/" in m.name]
+        archive.extractall(workdir, members=members, filter="data")
+    return next(workdir.glob("*/vendor/llama.cpp"))
+
+
+def run_logged(command: list[str], log: Path, progress: ProgressHook | None = None) -> None:
+    """Run a build step, keep its whole output in ``log``, feed ``[ NN%]`` lines to progress."""
+    with (
+        log.open("a") as sink,
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line)
+            match = PERCENT.match(line)
+            if match and progress is not None:
+                progress(int(match.group(1)), 100)
+    if proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise EngineBuildFailed(f"`{' '.join(command[:3])} …` failed; full log: {log}\n{tail}")
+
+
+def compile_tree(
+    source: Path, build: Path, *, backend: str, jobs: int, progress: ProgressHook, log: Path
+) -> None:
+    if shutil.which("cmake") is None:
+        raise EngineBuildFailed(
+            "cmake is not installed: install it and a C++ compiler "
+            "(Debian/Ubuntu: `apt-get install cmake build-essential`)"
+        )
+    flags = [*CMAKE_FLAGS, *(CUDA_FLAGS if backend == "cuda" else ())]
+    run_logged(["cmake", "-S", str(source), "-B", str(build), *flags], log)
+    run_logged(
+        [
+            "cmake",
+            "--build",
+            str(build),
+            "--config",
+            "Release",
+            "-j",
+            str(jobs),
+            "--target",
+            *TARGETS,
+        ],
+        log,
+        progress,
+    )
+
+
+def install(dirs: Dirs, backend: str, jobs: int | None, progress: ProgressHook) -> InstalledEngine:
+    """Build llama-server for this machine unless the cache already has it."""
+    backend = choose_backend(backend)
+    key = build_key(backend)
+    root = engine_root(dirs)
+    target = root / key
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key}.lock")):
+        if (target / "bin" / "llama-server").exists():
+            return InstalledEngine(
+                target / "bin" / "llama-server",
+                read_version(target / "bin" / "llama-server"),
+                "built",
+            )
+        with tempfile.TemporaryDirectory(dir=root, prefix=f".build-{key}-") as tmp:
+            work = Path(tmp)
+            log = root / f"{key}.build.log"
+            log.write_text("")
+            progress(0, 100)
+            source = download_source(work)
+            cores = jobs or os.cpu_count() or 1
+            compile_tree(
+                source, work / "build", backend=backend, jobs=cores, progress=progress, log=log
+            )
+            staged = work / "staged"
+            (staged / "bin").mkdir(parents=True)
+            for name in TARGETS:
+                shutil.copy2(work / "build" / "bin" / name, staged / "bin" / name)
+            version = read_version(staged / "bin" / "llama-server")
+            info = {"version": version, "backend": backend, "source": SDIST_REQUIREMENT}
+            (staged / "info.json").write_text(json.dumps(info, indent=2))
+            os.replace(staged, target)
+    return InstalledEngine(target / "bin" / "llama-server", version, "built")

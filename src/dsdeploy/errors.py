@@ -1,0 +1,77 @@
+"""The errors dsdeploy raises on purpose, each with a message that says what to do next.
+
+    DsdeployError                 base: the CLI prints its message as one line, exit 1
+    ├── ConfigError               a setting or flag has a value that cannot work
+    ├── ModelNotFound             a model name the store and the catalog do not know
+    ├── SourceError               a model source could not be read (pip, wheel, network)
+    ├── StoreError                the model store refused an operation
+    │   ├── IntegrityError        bytes did not match their recorded sha256
+    │   └── UnsafePathError       a name from outside would escape the store
+    └── EngineError
+        ├── EngineNotInstalled    no engine binary for this machine yet
+        ├── EngineBuildFailed     building the engine from source failed
+        └── EngineStartFailed     the engine did not become ready
+
+Only the edges translate them: the CLI to a line and an exit code, the gateway to an
+OpenAI-style JSON error. Anything else is a bug and is reported without its text.
+"""
+
+from __future__ import annotations
+
+
+class DsdeployError(Exception):
+    """Base of every expected failure; ``str(exc)`` is safe to show a user."""
+
+
+class ConfigError(DsdeployError):
+    pass
+
+
+class ModelNotFound(DsdeployError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        choices = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown model {name!r}; known models: {choices}")
+
+
+class SourceError(DsdeployError):
+    pass
+
+
+class StoreError(DsdeployError):
+    pass
+
+
+class IntegrityError(StoreError):
+    def __init__(self, what: str, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{what}: sha256 {actual} does not match the expected {expected}; "
+            "the file was not stored — pull it again"
+        )
+
+
+class UnsafePathError(StoreError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"refused unsafe file name {name!r}: it would escape the model store")
+
+
+class EngineError(DsdeployError):
+    pass
+
+
+class EngineNotInstalled(EngineError):
+    pass
+
+
+class EngineBuildFailed(EngineError):
+    pass
+
+
+class EngineStartFailed(EngineError):
+    def __init__(self, message: str, log_tail: list[str]) -> None:
+        self.log_tail = log_tail
+        super().__init__(message)

@@ -1,0 +1,85 @@
+"""The OpenAI request bodies the gateway checks before the engine sees them.
+
+Strict types (a string is not a number) and extra fields allowed: engines take extensions
+such as ``ignore_eos`` or ``top_k``, and the gateway forwards the original bytes unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dsdeploy.gateway.errors import ApiError
+
+TokenIds = list[int]
+PromptInput = str | list[str] | TokenIds | list[TokenIds]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+T = TypeVar("T", bound=WireModel)
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+
+
+class SamplingRequest(WireModel):
+    """Fields shared by chat and text completions."""
+
+    model: str = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int = Field(1, ge=1, le=1, description="The engine returns one choice per request.")
+    stop: str | list[str] | None = Field(None, max_length=16)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> SamplingRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: PromptInput
+
+
+class EmbeddingRequest(WireModel):
+    model: str = Field(min_length=1)
+    input: PromptInput
+    encoding_format: Literal["float", "base64"] = "float"
+    stream: Literal[False] = False
+
+
+def parse_request(schema: type[T], body: bytes) -> T:
+    """Validate a body, or raise the 400 that names the first field at fault."""
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise ApiError(400, "the request body must be a JSON object") from None
+        field = ".".join(str(part) for part in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ApiError(400, f"{field}: {message}" if field else message, param=field) from None

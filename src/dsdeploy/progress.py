@@ -1,0 +1,62 @@
+"""Progress displays for long work (downloads, extraction, engine builds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+class ProgressHook(Protocol):
+    """Called with units done so far and the total (0 when the total is unknown)."""
+
+    def __call__(self, done: int, total: int) -> None: ...
+
+
+@contextmanager
+def byte_progress(description: str, console: Console) -> Iterator[ProgressHook]:
+    """A bar with size, speed and ETA, for copying or downloading bytes."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+@contextmanager
+def step_progress(description: str, console: Console) -> Iterator[ProgressHook]:
+    """A percent bar with elapsed time, for builds that report steps."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=100)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or 100)
+
+        yield update

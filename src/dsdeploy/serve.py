@@ -1,0 +1,134 @@
+"""``dsdeploy serve``: pull the model and engine if needed, start the engine under
+supervision, and put the gateway in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import Coroutine
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from dsdeploy.engines import llamacpp_install
+from dsdeploy.engines.llamacpp import LlamaCppEngine, choose_launch
+from dsdeploy.errors import ConfigError
+from dsdeploy.gateway.app import create_app
+from dsdeploy.hardware import probe
+from dsdeploy.progress import byte_progress, step_progress
+from dsdeploy.pull import pull, resolve
+from dsdeploy.settings import Settings
+from dsdeploy.store import Store
+from dsdeploy.supervisor import Supervisor
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before the engine loads, not after, when the API port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another with --port"
+            ) from None
+
+
+def ensure_engine(settings: Settings, console: Console) -> llamacpp_install.InstalledEngine:
+    dirs = settings.dirs
+    found = llamacpp_install.locate(dirs, settings.llama_server, settings.engine_backend)
+    if found is not None:
+        return found
+    console.print("llama-server is not installed yet: building it once for this machine")
+    with step_progress("building llama.cpp", console) as progress:
+        return llamacpp_install.install(
+            dirs, settings.engine_backend, settings.build_jobs, progress
+        )
+
+
+def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor:
+    """Everything that can fail before a process starts: model, engine, launch flags."""
+    store = Store(settings.dirs.models)
+    manifest = store.manifest(model_name)
+    if manifest is None:
+        entry = resolve(model_name)
+        with byte_progress(f"pulling {model_name}", console) as progress:
+            manifest = pull(entry, store, progress)
+    installed = ensure_engine(settings, console)
+    hardware = probe()
+    launch = choose_launch(
+        hardware,
+        manifest.info.context_length,
+        threads=settings.threads,
+        ctx_size=settings.ctx_size,
+        parallel=settings.parallel,
+    )
+    engine = LlamaCppEngine(
+        binary=installed.binary,
+        model_path=store.weights_path(manifest),
+        alias=manifest.name,
+        launch=launch,
+        embedding_model=manifest.info.embedding_model,
+    )
+    console.print(
+        f"[bold]{manifest.name}[/] ({manifest.info.architecture}, "
+        f"sha256 {manifest.weights.sha256[:12]}) on llama.cpp {installed.version} "
+        f"[{installed.origin}]\n"
+        f"  {launch.parallel} parallel slots × {launch.ctx_per_slot} tokens, "
+        f"{launch.threads} threads ({hardware.physical_cores} cores, "
+        f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
+    )
+    log_path = settings.dirs.logs / f"engine-{manifest.name}.log"
+    return Supervisor(
+        engine,
+        manifest.name,
+        log_path,
+        ready_timeout_s=settings.ready_timeout_s,
+        backoff_max_s=settings.restart_backoff_max_s,
+    )
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (it comes with uvicorn[standard]), asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def exit_quietly(signum: int, frame: FrameType | None) -> None:
+    """A stop signal means a clean, successful exit once everything is shut down."""
+    raise SystemExit(0)
+
+
+def serve(settings: Settings, model_name: str, console: Console) -> None:
+    check_port_free(settings.host, settings.port)
+    signal.signal(signal.SIGTERM, exit_quietly)
+    signal.signal(signal.SIGINT, exit_quietly)
+    supervisor = prepare(settings, model_name, console)
+    config = uvicorn.Config(
+        create_app(supervisor),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+
+    async def main() -> None:
+        try:
+            await supervisor.start()
+            console.print(
+                f"engine ready; OpenAI API at http://{settings.host}:{settings.port}/v1 "
+                f"(model {model_name!r})"
+            )
+            await uvicorn.Server(config).serve()
+        finally:
+            await supervisor.stop()
+
+    run_event_loop(main())

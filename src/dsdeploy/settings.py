@@ -1,0 +1,86 @@
+"""Every option dsdeploy has, declared once: type, default, bound and help together.
+
+Built once at the edge (the CLI) from flags, ``DSDEPLOY_*`` environment variables and
+defaults, then passed down; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dsdeploy.paths import Dirs, resolve_dirs
+
+DEFAULT_MODEL = "smollm2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
+
+    home: Path | None = Field(
+        None, description="Keep data, cache and config under this one folder instead of XDG dirs."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Cache folder (engine builds, downloads); overrides the one from home."
+    )
+    xdg_data_home: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("XDG_DATA_HOME"),
+        description="XDG data base directory (read from XDG_DATA_HOME).",
+    )
+    xdg_cache_home: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("XDG_CACHE_HOME"),
+        description="XDG cache base directory (read from XDG_CACHE_HOME).",
+    )
+    xdg_config_home: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("XDG_CONFIG_HOME"),
+        description="XDG config base directory (read from XDG_CONFIG_HOME).",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the API listens on; the default keeps it private to this machine.",
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    llama_server: Path | None = Field(
+        None, description="Use this llama-server binary instead of one on PATH or a built one."
+    )
+    engine_backend: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Backend to build llama.cpp with; auto picks CUDA when nvcc and a GPU exist.",
+    )
+    build_jobs: int | None = Field(
+        None, ge=1, description="Parallel compile jobs for engine builds (default: all cores)."
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="Engine threads for generation (default: from hardware)."
+    )
+    ctx_size: int | None = Field(
+        None, ge=128, description="Context tokens per parallel slot (default: from the model)."
+    )
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="Requests the engine decodes at once (parallel slots)."
+    )
+    ready_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds to wait for the engine to load the model and answer."
+    )
+    restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between restarts of an engine that keeps dying."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Gateway log level."
+    )
+
+    @property
+    def dirs(self) -> Dirs:
+        return resolve_dirs(
+            home=self.home,
+            cache=self.cache_dir,
+            xdg_data_home=self.xdg_data_home,
+            xdg_cache_home=self.xdg_cache_home,
+            xdg_config_home=self.xdg_config_home,
+        )

@@ -1,0 +1,167 @@
+"""The model store: blobs named by their sha256, and one JSON manifest per model name.
+
+Layout under ``Dirs.models``::
+
+    blobs/sha256-<hex>        immutable file contents, shared between models
+    manifests/<name>.json     what a name means: source, format, files and their hashes
+    partial/                  downloads in progress (same filesystem, so finalize is a rename)
+
+Every name that comes from outside (a model name, a file path inside a repo or wheel) is
+checked here, so nothing can be written outside the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel, Field
+
+from dsdeploy.errors import IntegrityError, StoreError, UnsafePathError
+from dsdeploy.modelfile import ModelInfo
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class StoredFile(BaseModel):
+    path: str = Field(description="Path of the file inside its model, as the source names it.")
+    sha256: str = Field(pattern=SHA256_HEX)
+    size: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    schema_version: int = 1
+    name: str
+    source: str = Field(description="Where the files came from, as a source spec.")
+    format: str = Field(description="'gguf' or 'safetensors'.")
+    files: list[StoredFile] = Field(min_length=1)
+    info: ModelInfo
+    pulled_at: str
+
+    @property
+    def weights(self) -> StoredFile:
+        """The file an engine loads: the first one of the model's format."""
+        return next((f for f in self.files if f.path.endswith(f".{self.format}")), self.files[0])
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME.match(name):
+        raise StoreError(
+            f"invalid model name {name!r}: use lowercase letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def safe_relative_path(name: str) -> PurePosixPath:
+    """A path from outside, accepted only if it stays inside the folder it is joined to."""
+    path = PurePosixPath(name)
+    if (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or path.is_absolute()
+        or any(part in ("..", "") for part in path.parts)
+        or name != str(path)
+    ):
+        raise UnsafePathError(name)
+    return path
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class HashingWriter:
+    """Writes a file and hashes it in the same pass, so verification needs no second read."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self._file = target.open("wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> str:
+        """Flush to disk (so a crash cannot leave a torn blob) and return the sha256."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return self._hash.hexdigest()
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.manifests = root / "manifests"
+        self.partial = root / "partial"
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs / f"sha256-{sha256}"
+
+    def has_blob(self, sha256: str, size: int) -> bool:
+        path = self.blob_path(sha256)
+        return path.is_file() and path.stat().st_size == size
+
+    def new_partial(self, suffix: str = "") -> Path:
+        self.partial.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.partial, suffix=suffix)
+        os.close(fd)
+        return Path(name)
+
+    def commit_blob(self, partial: Path, actual_sha256: str, expected_sha256: str | None) -> Path:
+        """Move a fully written, fsynced partial file into the blobs, if its hash is right."""
+        if expected_sha256 is not None and actual_sha256 != expected_sha256:
+            partial.unlink(missing_ok=True)
+            raise IntegrityError(partial.name, expected_sha256, actual_sha256)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        target = self.blob_path(actual_sha256)
+        os.replace(partial, target)
+        os.chmod(target, 0o444)
+        return target
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        check_model_name(manifest.name)
+        for stored in manifest.files:
+            safe_relative_path(stored.path)
+            if not self.has_blob(stored.sha256, stored.size):
+                raise StoreError(f"manifest {manifest.name!r} names a missing blob {stored.path}")
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        tmp = self.manifests / f".{manifest.name}.json.tmp"
+        tmp.write_text(manifest.model_dump_json(indent=2))
+        os.replace(tmp, self.manifests / f"{manifest.name}.json")
+
+    def manifest(self, name: str) -> Manifest | None:
+        path = self.manifests / f"{check_model_name(name)}.json"
+        if not path.is_file():
+            return None
+        return Manifest.model_validate_json(path.read_bytes())
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.manifests.glob("*.json"))
+
+    def manifests_all(self) -> Iterator[Manifest]:
+        for name in self.names():
+            found = self.manifest(name)
+            if found is not None:
+                yield found
+
+    def weights_path(self, manifest: Manifest) -> Path:
+        weights = manifest.weights
+        path = self.blob_path(weights.sha256)
+        if not self.has_blob(weights.sha256, weights.size):
+            raise StoreError(
+                f"model {manifest.name!r} is missing its weights file; run `dsdeploy pull "
+                f"{manifest.name}` again"
+            )
+        return path

@@ -1,0 +1,210 @@
+"""Run one engine as a child process: start it, wait until it answers, restart it with
+backoff when it dies, and stop it for good when dsdeploy stops.
+
+No orphan engines: the child is in its own session (Ctrl-C reaches only us, and we stop it
+gracefully), and on Linux the kernel kills it if we die without cleaning up (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from dsdeploy.engines.base import Engine, EngineCapabilities
+from dsdeploy.errors import EngineStartFailed
+
+log = logging.getLogger("dsdeploy.supervisor")
+
+PR_SET_PDEATHSIG = 1
+POLL_S = 0.2
+HEALTHY_RESETS_BACKOFF_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec hook that makes the kernel SIGKILL the child when this process dies.
+
+    The signal follows the thread that forks, so spawn only from the event-loop thread."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def log_tail(path: Path, offset: int, lines: int = 20) -> list[str]:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode(errors="replace")
+    return text.splitlines()[-lines:]
+
+
+class Supervisor:
+    """Owns one engine process; the gateway sees it as an upstream that may be unavailable."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        model_name: str,
+        log_path: Path,
+        *,
+        ready_timeout_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.backoff_max_s = backoff_max_s
+        self.state = "stopped"
+        self.restarts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._base_url: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return self.engine.capabilities
+
+    @property
+    def base_url(self) -> str | None:
+        """Where to send requests, or None while the engine cannot take them."""
+        return self._base_url if self.state == "ready" else None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def unavailable_reason(self) -> str:
+        if self.state == "restarting":
+            return (
+                f"the {self.engine.name} engine stopped unexpectedly and is restarting "
+                f"(restart {self.restarts}); retry in a few seconds"
+            )
+        if self.state == "ready":
+            return f"the {self.engine.name} engine is not answering; retry in a few seconds"
+        return f"the {self.engine.name} engine is {self.state}; see {self.log_path}"
+
+    async def start(self) -> None:
+        """Start the engine and return once it answers; raise EngineStartFailed if it never does."""
+        if self._watcher is not None:
+            return
+        self.state = "starting"
+        await self._launch()
+        self._watcher = asyncio.create_task(self._watch(), name="engine-watch")
+
+    async def stop(self) -> None:
+        self.state = "stopping"
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        await self._terminate()
+        self.state = "stopped"
+
+    async def __aenter__(self) -> Supervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _launch(self) -> None:
+        port = free_loopback_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as sink:
+            self._proc = subprocess.Popen(
+                self.engine.argv(port),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only, no locks taken
+            )
+        base_url = f"http://127.0.0.1:{port}"
+        failure = await self._wait_ready(self._proc, base_url)
+        if failure is not None:
+            await self._terminate()
+            raise EngineStartFailed(failure, log_tail(self.log_path, offset))
+        self._base_url = base_url
+        self.state = "ready"
+
+    async def _wait_ready(self, proc: subprocess.Popen[bytes], base_url: str) -> str | None:
+        """None once the engine answers its health check, else why it never will."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    return (
+                        f"{self.engine.name} exited with code {proc.returncode} while loading "
+                        f"{self.model_name}; its log is {self.log_path}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(self.engine.health_path)).status_code == 200:
+                        return None
+                await asyncio.sleep(POLL_S / 2)
+        return (
+            f"{self.engine.name} did not become ready within {self.ready_timeout_s:.0f} s; "
+            f"raise DSDEPLOY_READY_TIMEOUT_S or see {self.log_path}"
+        )
+
+    async def _watch(self) -> None:
+        """Restart the engine whenever it exits, waiting longer after each quick failure."""
+        failures = 0
+        while True:
+            started = time.monotonic()
+            while self._proc is not None and self._proc.poll() is None:
+                await asyncio.sleep(POLL_S)
+            code = self._proc.returncode if self._proc is not None else None
+            self.state = "restarting"
+            self.restarts += 1
+            if time.monotonic() - started > HEALTHY_RESETS_BACKOFF_S:
+                failures = 0
+            delay = min(self.backoff_max_s, 0.5 * 2**failures)
+            failures += 1
+            log.warning("engine exited with code %s; restarting in %.1f s", code, delay)
+            await asyncio.sleep(delay)
+            try:
+                await self._launch()
+                log.warning("engine restarted and ready (restart %d)", self.restarts)
+            except EngineStartFailed as failure:
+                log.error("engine restart failed: %s", failure)
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        self._base_url = None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S / 4)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

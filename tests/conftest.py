@@ -1,0 +1,139 @@
+"""Shared fixtures: every test gets its own DSDEPLOY_HOME; the engine build, the default
+model and one running server are made once per session and shared."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+SHARED_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdeploy"
+"""Engine builds are keyed by version and CPU, so every test session may share them."""
+
+DSDEPLOY = [sys.executable, "-m", "dsdeploy"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dsdeploy_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSDEPLOY_")}
+    return {**env, "DSDEPLOY_HOME": str(home), "DSDEPLOY_CACHE_DIR": str(SHARED_CACHE), **extra}
+
+
+def run_cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DSDEPLOY, *args],
+        env=dsdeploy_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [k for k in os.environ if k.startswith("DSDEPLOY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DSDEPLOY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DSDEPLOY_CACHE_DIR", str(SHARED_CACHE))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def engine_installed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Builds llama-server through the real CLI the first time (minutes), then reuses it."""
+    done = run_cli(tmp_path_factory.mktemp("build-home"), "engine", "install")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory: pytest.TempPathFactory, engine_installed: None) -> Path:
+    """A home whose store holds the default model, pulled once through the real CLI."""
+    home = tmp_path_factory.mktemp("model-home")
+    done = run_cli(home, "pull", "smollm2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return home
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    base_url: str
+    home: Path
+    log: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"dsdeploy serve exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("dsdeploy serve did not become healthy")
+
+
+def start_server(home: Path, log: Path, *args: str, **env: str) -> Server:
+    port = free_port()
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [*DSDEPLOY, "serve", "--port", str(port), *args],
+            env=dsdeploy_env(home, **env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", home, log)
+    try:
+        wait_healthy(server.base_url, process)
+    except AssertionError:
+        server.stop()
+        raise AssertionError(log.read_text()[-3000:]) from None
+    return server
+
+
+@pytest.fixture(scope="session")
+def shared_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the tests that do not disturb it."""
+    server = start_server(model_home, tmp_path_factory.mktemp("logs") / "serve.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_server(model_home: Path, tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own, for tests that kill things."""
+    server = start_server(model_home, tmp_path / "serve.log")
+    yield server
+    server.stop()

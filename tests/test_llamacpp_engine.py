@@ -1,0 +1,97 @@
+"""How dsdeploy starts llama-server, and how it finds or builds one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dsdeploy.engines import llamacpp_install
+from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine, choose_launch
+from dsdeploy.errors import EngineNotInstalled
+from dsdeploy.hardware import Hardware
+from dsdeploy.settings import Settings
+from tests.conftest import run_cli
+
+MACHINE = Hardware(physical_cores=8, logical_cores=16, ram_total=2**35, ram_available=2**34)
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_engine_listens_only_on_loopback_with_the_store_name() -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "smollm2", LaunchOptions(4, 2048, 4))
+    argv = engine.argv(41234)
+    assert flag(argv, "--host") == "127.0.0.1"
+    assert flag(argv, "--port") == "41234"
+    assert flag(argv, "--alias") == "smollm2"
+    assert "--offline" in argv
+
+
+def test_context_is_per_slot_times_slots() -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(2, 1024, 3))
+    argv = engine.argv(1)
+    assert (flag(argv, "--ctx-size"), flag(argv, "--parallel")) == ("3072", "3")
+    assert "--no-kv-unified" in argv
+
+
+def test_launch_uses_physical_cores_and_caps_context_at_the_models() -> None:
+    launch = choose_launch(MACHINE, 2048, threads=None, ctx_size=None, parallel=None)
+    assert launch == LaunchOptions(threads=8, ctx_per_slot=2048, parallel=4)
+
+
+def test_launch_flags_win_over_the_rule() -> None:
+    launch = choose_launch(MACHINE, 8192, threads=3, ctx_size=512, parallel=2)
+    assert launch == LaunchOptions(threads=3, ctx_per_slot=512, parallel=2)
+
+
+def test_embedding_models_serve_only_embeddings() -> None:
+    engine = LlamaCppEngine(
+        Path("/bin/ls"), Path("/m.gguf"), "e", LaunchOptions(1, 512, 1), embedding_model=True
+    )
+    assert engine.capabilities.embeddings
+    assert not engine.capabilities.chat
+    assert "--embeddings" in engine.argv(1)
+
+
+def test_cuda_is_chosen_only_with_a_gpu() -> None:
+    expected = "cuda" if llamacpp_install.nvidia_gpu_present() else "cpu"
+    if llamacpp_install.find_nvcc() is None:
+        expected = "cpu"
+    assert llamacpp_install.choose_backend("auto") == expected
+    assert llamacpp_install.choose_backend("cpu") == "cpu"
+
+
+def test_build_key_names_version_backend_and_cpu() -> None:
+    key = llamacpp_install.build_key("cpu")
+    assert key.startswith(f"{llamacpp_install.SDIST_VERSION}-cpu-")
+    assert key.endswith(llamacpp_install.cpu_signature())
+
+
+def test_configured_binary_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineNotInstalled, match="does not exist"):
+        llamacpp_install.locate(Settings().dirs, tmp_path / "nope", "cpu")
+
+
+@pytest.mark.engine
+def test_built_engine_reports_its_version(engine_installed: None) -> None:
+    found = llamacpp_install.locate(Settings().dirs, None, "auto")
+    assert found is not None
+    assert "commit" in found.version
+
+
+@pytest.mark.engine
+def test_llama_server_on_path_is_preferred_and_listed(
+    engine_installed: None, tmp_path: Path, isolated_home: Path
+) -> None:
+    built = next(llamacpp_install.built_engines(Settings().dirs))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "llama-server").symlink_to(built.binary)
+    path = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    done = run_cli(isolated_home, "engine", "list", PATH=path)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if "PATH" in line]
+    assert rows and "yes" in rows[0]

@@ -1,0 +1,111 @@
+"""The engine is restarted when it dies, stopped when dsdeploy stops, and never orphaned."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import Server, free_port, run_cli, start_server, wait_healthy
+
+pytestmark = pytest.mark.engine
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def engine_of(server: Server) -> psutil.Process:
+    children = psutil.Process(server.process.pid).children()
+    engines = [c for c in children if "llama-server" in c.name()]
+    assert len(engines) == 1, children
+    return engines[0]
+
+
+def gone(process: psutil.Process, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_engine_is_restarted_and_serves_again(own_server: Server) -> None:
+    first = engine_of(own_server)
+    first.kill()
+    during = httpx.post(
+        own_server.base_url + "/v1/chat/completions",
+        json={"model": "smollm2", "messages": HELLO, "max_tokens": 2},
+    )
+    assert during.status_code == 503
+    assert during.json()["error"]["code"] == "engine_unavailable"
+    wait_healthy(own_server.base_url, own_server.process, timeout=60)
+    assert engine_of(own_server).pid != first.pid
+    reply = own_server.client().chat.completions.create(
+        model="smollm2", messages=HELLO, max_tokens=2
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_health_is_503_while_the_engine_restarts(own_server: Server) -> None:
+    engine_of(own_server).kill()
+    deadline = time.monotonic() + 5
+    statuses = set()
+    while time.monotonic() < deadline and 503 not in statuses:
+        statuses.add(httpx.get(own_server.base_url + "/health").status_code)
+    assert 503 in statuses
+
+
+def test_sigterm_stops_the_engine_and_exits_cleanly(own_server: Server) -> None:
+    engine = engine_of(own_server)
+    assert own_server.stop() == 0
+    assert gone(engine)
+
+
+def test_killed_gateway_leaves_no_engine_behind(own_server: Server) -> None:
+    engine = engine_of(own_server)
+    own_server.process.send_signal(signal.SIGKILL)
+    own_server.process.wait(timeout=10)
+    assert gone(engine)
+
+
+def test_engine_that_cannot_load_fails_with_its_log_and_leaves_nothing(
+    model_home: Path, tmp_path: Path
+) -> None:
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\necho 'version: 9.9 (fake)'\necho 'failed to load model' >&2\n")
+    fake.chmod(0o755)
+    port = str(free_port())
+    done = run_cli(model_home, "serve", "--port", port, DSDEPLOY_LLAMA_SERVER=str(fake))
+    assert done.returncode == 1
+    assert "exited with code 0 while loading smollm2" in done.stderr
+    assert "failed to load model" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_second_server_on_a_taken_port_says_so_before_loading(
+    shared_server: Server, model_home: Path
+) -> None:
+    port = shared_server.base_url.rsplit(":", 1)[1]
+    done = run_cli(model_home, "serve", "--port", port)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "--port" in done.stderr
+
+
+def test_server_started_with_two_slots_still_answers(model_home: Path, tmp_path: Path) -> None:
+    server = start_server(model_home, tmp_path / "serve.log", "--parallel", "2", "--threads", "1")
+    try:
+        argv = engine_of(server).cmdline()
+        assert argv[argv.index("--parallel") + 1] == "2"
+        assert argv[argv.index("--threads") + 1] == "1"
+        reply = server.client().completions.create(model="smollm2", prompt="Hi", max_tokens=2)
+        assert reply.choices[0].text is not None
+    finally:
+        server.stop()
