@@ -46,7 +46,11 @@ def byte_progress(description: str, console: Console) -> Iterator[ProgressHook]:
 
 @contextmanager
 def step_progress(description: str, console: Console) -> Iterator[ProgressHook]:
-    """A percent bar with elapsed time, for builds that report steps."""
+    """A percent bar with elapsed time, for builds that report steps; in a log (no
+    terminal, where a bar would only show at the end) a line every 10%."""
+    if not console.is_terminal:
+        yield plain_percent_lines(description, console)
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -60,3 +64,16 @@ def step_progress(description: str, console: Console) -> Iterator[ProgressHook]:
             progress.update(task, completed=done, total=total or 100)
 
         yield update
+
+
+def plain_percent_lines(description: str, console: Console) -> ProgressHook:
+    shown = -10
+
+    def update(done: int, total: int) -> None:
+        nonlocal shown
+        percent = done * 100 // (total or 100)
+        if percent >= shown + 10:
+            shown = percent - percent % 10
+            console.print(f"{description}: {percent}%")
+
+    return update

@@ -222,6 +222,8 @@ def install(dirs: Dirs, backend: str, jobs: int | None, progress: ProgressHook) 
                 read_version(target / "bin" / "llama-server"),
                 "built",
             )
+        for stale in root.glob(f".build-{key}-*"):  # left by a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=f".build-{key}-") as tmp:
             work = Path(tmp)
             log = root / f"{key}.build.log"
