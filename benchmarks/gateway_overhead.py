@@ -252,7 +252,12 @@ def main() -> None:
         type=lambda s: [int(x) for x in s.split(",")],
         default=sorted({cores, max(cores - 1, 1)}, reverse=True),
     )
-    parser.add_argument("--parallel", type=int, default=4, help="engine slots")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=16,
+        help="engine slots; as many as the highest concurrency, so TTFT is not queueing time",
+    )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--min-requests", type=int, default=4, help="requests per trial, at least")
     parser.add_argument("--out", type=Path, default=RESULTS)

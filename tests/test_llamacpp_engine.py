@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine, choose_launch
-from dsdeploy.errors import EngineNotInstalled
+from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
 from dsdeploy.hardware import Hardware
 from dsdeploy.settings import Settings
 from tests.conftest import run_cli
@@ -95,3 +97,28 @@ def test_llama_server_on_path_is_preferred_and_listed(
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if "PATH" in line]
     assert rows and "yes" in rows[0]
+
+
+def test_interrupted_build_step_leaves_no_compiler_running(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; echo '[ 10%] Building'; wait"
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        llamacpp_install.run_logged(["sh", "-c", script], tmp_path / "build.log", interrupt)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and psutil.pid_exists(child):
+        if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.05)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_failed_build_step_names_its_log_and_shows_the_end(tmp_path: Path) -> None:
+    with pytest.raises(EngineBuildFailed, match="error: no compiler"):
+        llamacpp_install.run_logged(
+            ["sh", "-c", "echo 'error: no compiler'; exit 3"], tmp_path / "build.log"
+        )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.conftest import Server
@@ -32,6 +34,7 @@ def test_streamed_chat_arrives_in_chunks_and_ends_with_usage(shared_server: Serv
         max_tokens=12,
         stream=True,
         stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -111,3 +114,20 @@ def test_eight_concurrent_requests_all_succeed(shared_server: Server) -> None:
     with ThreadPoolExecutor(8) as pool:
         reasons = list(pool.map(ask, range(8)))
     assert all(reason in ("stop", "length") for reason in reasons)
+
+
+def test_stream_is_relayed_as_generated_not_buffered(shared_server: Server) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": HELLO,
+        "max_tokens": 64,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    arrivals = []
+    with httpx.stream("POST", shared_server.api + "/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                arrivals.append(time.monotonic())
+    assert len(arrivals) > 32
+    assert arrivals[-1] - arrivals[1] > 0.2  # 64 tokens take time to decode; bytes came as made

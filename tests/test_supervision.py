@@ -19,7 +19,9 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 def engine_of(server: Server) -> psutil.Process:
     children = psutil.Process(server.process.pid).children()
-    engines = [c for c in children if "llama-server" in c.name()]
+    engines = [
+        c for c in children if "llama-server" in c.name() and c.status() != psutil.STATUS_ZOMBIE
+    ]
     assert len(engines) == 1, children
     return engines[0]
 
@@ -109,3 +111,24 @@ def test_server_started_with_two_slots_still_answers(model_home: Path, tmp_path:
         assert reply.choices[0].text is not None
     finally:
         server.stop()
+
+
+def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event(own_server: Server) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": HELLO,
+        "max_tokens": 2000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    engine = engine_of(own_server)
+    events = []
+    with httpx.stream("POST", own_server.base_url + "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(line)
+            if len(events) == 5:
+                engine.kill()
+    assert len(events) < 2000
+    assert '"code": "engine_unavailable"' in events[-1]

@@ -7,7 +7,7 @@ from dsdeploy.catalog import CatalogEntry
 from dsdeploy.errors import ModelNotFound
 from dsdeploy.modelfile import read_gguf_info
 from dsdeploy.progress import ProgressHook
-from dsdeploy.store import Manifest, Store, check_model_name, utc_now
+from dsdeploy.store import Manifest, Store, check_model_name, utc_now, weights_file
 
 
 def resolve(name: str) -> CatalogEntry:
@@ -21,7 +21,7 @@ def resolve(name: str) -> CatalogEntry:
 def pull(entry: CatalogEntry, store: Store, progress: ProgressHook) -> Manifest:
     """Bring a model's files into the store; blobs already present are not fetched again."""
     files = sources.fetch(entry.source, store, progress)
-    weights = files[0]
+    weights = weights_file(files, entry.format)
     manifest = Manifest(
         name=entry.name,
         source=entry.source,

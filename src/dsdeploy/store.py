@@ -46,8 +46,12 @@ class Manifest(BaseModel):
 
     @property
     def weights(self) -> StoredFile:
-        """The file an engine loads: the first one of the model's format."""
-        return next((f for f in self.files if f.path.endswith(f".{self.format}")), self.files[0])
+        return weights_file(self.files, self.format)
+
+
+def weights_file(files: list[StoredFile], model_format: str) -> StoredFile:
+    """The file an engine loads: the first one of the model's format."""
+    return next((f for f in files if f.path.endswith(f".{model_format}")), files[0])
 
 
 def check_model_name(name: str) -> str:

@@ -92,18 +92,24 @@ class Supervisor:
 
     @property
     def base_url(self) -> str | None:
-        """Where to send requests, or None while the engine cannot take them."""
-        return self._base_url if self.state == "ready" else None
+        """Where to send requests, or None while the engine cannot take them.
+
+        Asks the kernel whether the process still runs, so a crash shows at once, not at
+        the watcher's next poll."""
+        return self._base_url if self.state == "ready" and self._running() else None
+
+    def _running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def unavailable_reason(self) -> str:
-        if self.state == "restarting":
+        if self.state == "restarting" or (self.state == "ready" and not self._running()):
             return (
-                f"the {self.engine.name} engine stopped unexpectedly and is restarting "
-                f"(restart {self.restarts}); retry in a few seconds"
+                f"the {self.engine.name} engine stopped unexpectedly and is restarting; "
+                "retry in a few seconds"
             )
         if self.state == "ready":
             return f"the {self.engine.name} engine is not answering; retry in a few seconds"

@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -163,19 +164,30 @@ def download_source(workdir: Path) -> Path:
 
 
 def run_logged(command: list[str], log: Path, progress: ProgressHook | None = None) -> None:
-    """Run a build step, keep its whole output in ``log``, feed ``[ NN%]`` lines to progress."""
+    """Run a build step, keep its whole output in ``log``, feed ``[ NN%]`` lines to progress.
+
+    The step runs in its own process group, so that an interrupted install stops the
+    compilers too instead of leaving them running."""
     with (
         log.open("a") as sink,
         subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         ) as proc,
     ):
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.write(line)
-            match = PERCENT.match(line)
-            if match and progress is not None:
-                progress(int(match.group(1)), 100)
+        try:
+            for line in proc.stdout:
+                sink.write(line)
+                match = PERCENT.match(line)
+                if match and progress is not None:
+                    progress(int(match.group(1)), 100)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
     if proc.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise EngineBuildFailed(f"`{' '.join(command[:3])} …` failed; full log: {log}\n{tail}")

@@ -18,8 +18,8 @@ from dsdeploy.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ModelRequest,
     SamplingRequest,
-    WireModel,
     parse_request,
 )
 from dsdeploy.gateway.upstream import Upstream
@@ -71,13 +71,13 @@ def check_model(upstream: Upstream, requested: str) -> None:
 
 
 async def forward(
-    request: Request, schema: type[WireModel], path: str, allowed: bool, prompt_param: str
+    request: Request, schema: type[ModelRequest], path: str, allowed: bool, prompt_param: str
 ) -> Response:
     """Check the body, the model and the endpoint, then hand the original bytes to the engine."""
     upstream: Upstream = request.app.state.upstream
     body = await request.body()
     parsed = parse_request(schema, body)
-    check_model(upstream, str(getattr(parsed, "model", "")))
+    check_model(upstream, parsed.model)
     if not allowed:
         raise ApiError(
             400,

@@ -20,17 +20,22 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-T = TypeVar("T", bound=WireModel)
+class ModelRequest(WireModel):
+    """Every routed request names the model it is for."""
+
+    model: str = Field(min_length=1)
+
+
+T = TypeVar("T", bound=ModelRequest)
 
 
 class StreamOptions(WireModel):
     include_usage: bool = False
 
 
-class SamplingRequest(WireModel):
+class SamplingRequest(ModelRequest):
     """Fields shared by chat and text completions."""
 
-    model: str = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -63,8 +68,7 @@ class CompletionRequest(SamplingRequest):
     prompt: PromptInput
 
 
-class EmbeddingRequest(WireModel):
-    model: str = Field(min_length=1)
+class EmbeddingRequest(ModelRequest):
     input: PromptInput
     encoding_format: Literal["float", "base64"] = "float"
     stream: Literal[False] = False
