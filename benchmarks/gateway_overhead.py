@@ -1,7 +1,7 @@
 """Gateway overhead: the engine dsdeploy starts, hit directly vs through the dsdeploy gateway.
 
 Both targets are the *same* llama-server process (same model, same flags): the script starts
-``dsdeploy serve``, finds the private engine port from the engine's command line, and sends
+``dsdeploy serve``, finds the engine's private Unix socket on its command line, and sends
 identical streamed load to both, alternating which goes first, several times. Closed-loop
 clients at each concurrency; ``ignore_eos`` so every request decodes exactly --max-tokens.
 It does this for each engine thread count asked for (cores and cores - 1 by default).
@@ -94,8 +94,15 @@ async def one_request(client: httpx.AsyncClient, url: str, max_tokens: int) -> R
     return RequestResult(ttft_s=first - start, total_s=end - start, tokens=tokens)
 
 
+@dataclass(frozen=True)
+class Target:
+    url: str
+    uds: str | None = None
+    """The engine's Unix socket, for the raw target."""
+
+
 async def run_trial(
-    url: str, concurrency: int, requests: int, max_tokens: int, trial: Trial
+    target: Target, concurrency: int, requests: int, max_tokens: int, trial: Trial
 ) -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -105,14 +112,15 @@ async def run_trial(
         while not queue.empty():
             queue.get_nowait()
             try:
-                trial.results.append(await one_request(client, url, max_tokens))
+                trial.results.append(await one_request(client, target.url, max_tokens))
             except (httpx.HTTPError, RuntimeError) as exc:
                 print(f"  error on {trial.target}: {exc!r}", file=sys.stderr)
                 trial.errors += 1
 
     # Fresh connections for both targets: llama-server drops idle keep-alive connections.
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    transport = httpx.AsyncHTTPTransport(uds=target.uds, limits=limits) if target.uds else None
+    async with httpx.AsyncClient(timeout=300, limits=limits, transport=transport) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         trial.wall_s = time.perf_counter() - start
@@ -127,7 +135,7 @@ def free_port() -> int:
 def start_dsdeploy(
     threads: int, parallel: int, log: Path
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Returns the server process, the gateway URL and the engine's own URL."""
+    """Returns the server process, the gateway URL and the engine's Unix socket."""
     port = free_port()
     print(f"starting dsdeploy serve with {threads} engine threads (log: {log})")
     command = [
@@ -158,7 +166,7 @@ def start_dsdeploy(
         time.sleep(0.2)
     engine = next(c for c in psutil.Process(process.pid).children() if "llama-server" in c.name())
     argv = engine.cmdline()
-    return process, gateway, f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+    return process, gateway, argv[argv.index("--host") + 1]
 
 
 def summarize(trials: list[Trial]) -> list[dict[str, float | int]]:
@@ -216,8 +224,11 @@ def print_table(rows: list[dict[str, float | int]]) -> None:
 
 def measure(args: argparse.Namespace, threads: int, trials: list[Trial]) -> None:
     log = args.out.parent / f"serve-threads{threads}.log"
-    process, gateway, engine = start_dsdeploy(threads, args.parallel, log)
-    urls = {"raw": engine + "/v1/chat/completions", "gateway": gateway + "/v1/chat/completions"}
+    process, gateway, engine_socket = start_dsdeploy(threads, args.parallel, log)
+    urls = {
+        "raw": Target("http://engine/v1/chat/completions", uds=engine_socket),
+        "gateway": Target(gateway + "/v1/chat/completions"),
+    }
     try:
         for target in ("raw", "gateway"):  # warm-up, discarded
             asyncio.run(run_trial(urls[target], 2, 2, 16, Trial(target, threads, 2, -1, 0)))

@@ -23,18 +23,18 @@ def flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def test_engine_listens_only_on_loopback_with_the_store_name() -> None:
+def test_engine_listens_on_the_given_socket_with_the_store_name() -> None:
     engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "smollm2", LaunchOptions(4, 2048, 4))
-    argv = engine.argv(41234)
-    assert flag(argv, "--host") == "127.0.0.1"
-    assert flag(argv, "--port") == "41234"
+    argv = engine.argv(Path("/run/x/engine.sock"))
+    assert flag(argv, "--host") == "/run/x/engine.sock"
+    assert "--port" not in argv
     assert flag(argv, "--alias") == "smollm2"
     assert "--offline" in argv
 
 
 def test_context_is_per_slot_times_slots() -> None:
     engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(2, 1024, 3))
-    argv = engine.argv(1)
+    argv = engine.argv(Path("e.sock"))
     assert (flag(argv, "--ctx-size"), flag(argv, "--parallel")) == ("3072", "3")
     assert "--no-kv-unified" in argv
 
@@ -55,7 +55,7 @@ def test_embedding_models_serve_only_embeddings() -> None:
     )
     assert engine.capabilities.embeddings
     assert not engine.capabilities.chat
-    assert "--embeddings" in engine.argv(1)
+    assert "--embeddings" in engine.argv(Path("e.sock"))
 
 
 def test_cuda_is_chosen_only_with_a_gpu() -> None:
@@ -122,3 +122,17 @@ def test_failed_build_step_names_its_log_and_shows_the_end(tmp_path: Path) -> No
         llamacpp_install.run_logged(
             ["sh", "-c", "echo 'error: no compiler'; exit 3"], tmp_path / "build.log"
         )
+
+
+@pytest.mark.parametrize(
+    ("log_line", "advice"),
+    [
+        ("ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer", "--ctx-size"),
+        ("llama_model_load: error loading model: unknown model architecture: 'x'", "newer"),
+        ("gguf_init_from_file_impl: invalid magic characters: 'abcd'", "dsdeploy pull"),
+        ("something else entirely", "log lines are below"),
+    ],
+)
+def test_start_failures_are_explained_from_the_engine_log(log_line: str, advice: str) -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(1, 512, 1))
+    assert advice in engine.explain_failure(["loading", log_line])

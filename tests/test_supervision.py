@@ -38,6 +38,14 @@ def gone(process: psutil.Process, timeout: float = 10) -> bool:
     return False
 
 
+def test_engine_is_reachable_only_through_a_private_socket(shared_server: Server) -> None:
+    argv = engine_of(shared_server).cmdline()
+    socket_path = Path(argv[argv.index("--host") + 1])
+    assert socket_path.is_socket()
+    assert socket_path.parent.stat().st_mode & 0o777 == 0o700
+    assert not [c for c in engine_of(shared_server).net_connections("inet") if c.status == "LISTEN"]
+
+
 def test_killed_engine_is_restarted_and_serves_again(own_server: Server) -> None:
     first = engine_of(own_server)
     first.kill()
@@ -81,13 +89,14 @@ def test_engine_that_cannot_load_fails_with_its_log_and_leaves_nothing(
     model_home: Path, tmp_path: Path
 ) -> None:
     fake = tmp_path / "llama-server"
-    fake.write_text("#!/bin/sh\necho 'version: 9.9 (fake)'\necho 'failed to load model' >&2\n")
+    fake.write_text("#!/bin/sh\necho 'version: 9.9 (fake)'\necho 'error: invalid magic' >&2\n")
     fake.chmod(0o755)
     port = str(free_port())
     done = run_cli(model_home, "serve", "--port", port, DSDEPLOY_LLAMA_SERVER=str(fake))
     assert done.returncode == 1
     assert "exited with code 0 while loading smollm2" in done.stderr
-    assert "failed to load model" in done.stderr
+    assert "invalid magic" in done.stderr
+    assert "run `dsdeploy pull` again" in done.stderr
     assert "Traceback" not in done.stderr
 
 

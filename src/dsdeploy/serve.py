@@ -116,6 +116,7 @@ def serve(settings: Settings, model_name: str, console: Console) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=30,
     )

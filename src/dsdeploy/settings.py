@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     restart_backoff_max_s: float = Field(
         30.0, gt=0, description="Longest wait between restarts of an engine that keeps dying."
     )
+    access_log: bool = Field(
+        False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Gateway log level."
     )

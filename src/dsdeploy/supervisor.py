@@ -1,6 +1,10 @@
 """Run one engine as a child process: start it, wait until it answers, restart it with
 backoff when it dies, and stop it for good when dsdeploy stops.
 
+The engine listens on a Unix socket in a fresh folder only this user can open (mode 0700),
+so nothing on the machine reaches it except through the gateway. The socket's path stays
+the same across restarts.
+
 No orphan engines: the child is in its own session (Ctrl-C reaches only us, and we stop it
 gracefully), and on Linux the kernel kills it if we die without cleaning up (PDEATHSIG).
 """
@@ -12,10 +16,11 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +36,6 @@ PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
 HEALTHY_RESETS_BACKOFF_S = 60.0
 STOP_GRACE_S = 10.0
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -83,7 +82,7 @@ class Supervisor:
         self.state = "stopped"
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._base_url: str | None = None
+        self._rundir: Path | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -91,12 +90,16 @@ class Supervisor:
         return self.engine.capabilities
 
     @property
-    def base_url(self) -> str | None:
-        """Where to send requests, or None while the engine cannot take them.
+    def socket_path(self) -> Path:
+        if self._rundir is None:
+            raise RuntimeError("the supervisor has not been started")
+        return self._rundir / "engine.sock"
 
-        Asks the kernel whether the process still runs, so a crash shows at once, not at
-        the watcher's next poll."""
-        return self._base_url if self.state == "ready" and self._running() else None
+    @property
+    def ready(self) -> bool:
+        """Whether the engine takes requests now. Asks the kernel whether the process still
+        runs, so a crash shows at once, not at the watcher's next poll."""
+        return self.state == "ready" and self._running()
 
     def _running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -120,7 +123,12 @@ class Supervisor:
         if self._watcher is not None:
             return
         self.state = "starting"
-        await self._launch()
+        self._rundir = Path(tempfile.mkdtemp(prefix="dsdeploy-"))
+        try:
+            await self._launch()
+        except BaseException:
+            await self.stop()
+            raise
         self._watcher = asyncio.create_task(self._watch(), name="engine-watch")
 
     async def stop(self) -> None:
@@ -131,6 +139,9 @@ class Supervisor:
                 await self._watcher
             self._watcher = None
         await self._terminate()
+        if self._rundir is not None:
+            shutil.rmtree(self._rundir, ignore_errors=True)
+            self._rundir = None
         self.state = "stopped"
 
     async def __aenter__(self) -> Supervisor:
@@ -141,30 +152,32 @@ class Supervisor:
         await self.stop()
 
     async def _launch(self) -> None:
-        port = free_loopback_port()
+        self.socket_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as sink:
             self._proc = subprocess.Popen(
-                self.engine.argv(port),
+                self.engine.argv(self.socket_path),
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only, no locks taken
             )
-        base_url = f"http://127.0.0.1:{port}"
-        failure = await self._wait_ready(self._proc, base_url)
+        failure = await self._wait_ready(self._proc)
         if failure is not None:
             await self._terminate()
-            raise EngineStartFailed(failure, log_tail(self.log_path, offset))
-        self._base_url = base_url
+            tail = log_tail(self.log_path, offset)
+            raise EngineStartFailed(f"{failure}; {self.engine.explain_failure(tail)}", tail)
         self.state = "ready"
 
-    async def _wait_ready(self, proc: subprocess.Popen[bytes], base_url: str) -> str | None:
+    async def _wait_ready(self, proc: subprocess.Popen[bytes]) -> str | None:
         """None once the engine answers its health check, else why it never will."""
         deadline = time.monotonic() + self.ready_timeout_s
-        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://engine", timeout=5.0
+        ) as client:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     return (
@@ -204,7 +217,6 @@ class Supervisor:
 
     async def _terminate(self) -> None:
         proc = self._proc
-        self._base_url = None
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -16,7 +17,8 @@ class EngineCapabilities:
 
 
 class Engine(Protocol):
-    """An inference server run as a child process on a private loopback port."""
+    """An inference server run as a child process, listening on a Unix socket in a folder
+    only this user can open: other local users cannot reach it around the gateway."""
 
     @property
     def name(self) -> str: ...
@@ -29,6 +31,10 @@ class Engine(Protocol):
         """GET path that answers 200 once the model is loaded and requests can be served."""
         ...
 
-    def argv(self, port: int) -> list[str]:
-        """The command line that serves the model on 127.0.0.1:``port``."""
+    def argv(self, socket_path: Path) -> list[str]:
+        """The command line that serves the model on the Unix socket ``socket_path``."""
+        ...
+
+    def explain_failure(self, log_tail: list[str]) -> str:
+        """What to do about a start that failed, judged from the end of the engine's log."""
         ...

@@ -8,6 +8,24 @@ from pathlib import Path
 from dsdeploy.engines.base import EngineCapabilities
 from dsdeploy.hardware import Hardware
 
+FAILURE_FIXES = (
+    (
+        ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate"),
+        "there is not enough memory for the model at this context: lower --ctx-size or --parallel",
+    ),
+    (
+        ("unknown model architecture", "unknown architecture"),
+        "this llama.cpp build does not know the model's architecture: a newer engine is needed",
+    ),
+    (
+        ("failed to load model", "invalid magic", "gguf_init_from_file", "failed to read"),
+        "llama.cpp could not read the model file: run `dsdeploy pull` again to re-verify it",
+    ),
+    (
+        ("couldn't bind", "address already in use"),
+        "the engine could not listen on its private socket: start again",
+    ),
+)
 DEFAULT_SLOTS = 4
 DEFAULT_CTX_PER_SLOT = 4096
 
@@ -54,23 +72,36 @@ class LlamaCppEngine:
         )
         object.__setattr__(self, "capabilities", capabilities)
 
-    def argv(self, port: int) -> list[str]:
+    def argv(self, socket_path: Path) -> list[str]:
         launch = self.launch
         argv = [
             str(self.binary),
-            "--model", str(self.model_path),
-            "--alias", self.alias,  # the engine then names the model as the gateway does
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--threads", str(launch.threads),
+            "--model",
+            str(self.model_path),
+            "--alias",
+            self.alias,  # the engine then names the model as the gateway does
+            "--host",
+            str(socket_path),  # llama-server listens on a Unix socket for a path ending .sock
+            "--threads",
+            str(launch.threads),
             # Without a unified KV cache each slot owns ctx_size / parallel tokens.
-            "--parallel", str(launch.parallel),
+            "--parallel",
+            str(launch.parallel),
             "--no-kv-unified",
-            "--ctx-size", str(launch.ctx_per_slot * launch.parallel),
+            "--ctx-size",
+            str(launch.ctx_per_slot * launch.parallel),
             "--no-webui",
             "--offline",
-            "--log-colors", "off",
-        ]  # fmt: skip
+            "--log-colors",
+            "off",
+        ]
         if self.embedding_model:
             argv.append("--embeddings")
         return argv
+
+    def explain_failure(self, log_tail: list[str]) -> str:
+        text = "\n".join(log_tail).lower()
+        for signatures, fix in FAILURE_FIXES:
+            if any(signature in text for signature in signatures):
+                return fix
+        return "the engine's last log lines are below"

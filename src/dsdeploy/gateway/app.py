@@ -34,7 +34,7 @@ def create_app(upstream: Upstream) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
         try:
-            async with new_engine_client() as client:
+            async with new_engine_client(upstream.socket_path) as client:
                 app.state.proxy = EngineProxy(upstream, client)
                 yield
         finally:
@@ -92,7 +92,7 @@ async def forward(
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     upstream: Upstream = request.app.state.upstream
-    if upstream.base_url is None:
+    if not upstream.ready:
         reason = upstream.unavailable_reason()
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     return JSONResponse({"status": "ok", "model": upstream.model_name})

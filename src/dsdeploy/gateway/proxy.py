@@ -4,7 +4,7 @@ The engine client is aiohttp: its C HTTP parser costs a fraction of the CPU per 
 chunk that a pure-Python one does, and on a small machine every cycle the gateway spends
 is a cycle the engine's decode threads lose.
 
-Each request opens a fresh loopback connection: llama-server closes idle keep-alive
+Each request opens a fresh connection to the engine's socket: llama-server closes keep-alive
 connections, and a reused one failed about one request in eight. A request that fails
 before any byte came back is tried once more; after that the client gets a 503.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from starlette.background import BackgroundTask
@@ -24,6 +25,7 @@ from dsdeploy.gateway.upstream import Upstream
 
 log = logging.getLogger("dsdeploy.gateway")
 
+ENGINE_URL = "http://engine"  # the host is unused: the connector dials the Unix socket
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 JSON_HEADERS = {"content-type": "application/json"}
 MID_STREAM_ERROR = (
@@ -32,10 +34,10 @@ MID_STREAM_ERROR = (
 )
 
 
-def new_engine_client() -> aiohttp.ClientSession:
+def new_engine_client(socket_path: Path) -> aiohttp.ClientSession:
     """No total or read timeout (long generations wait in the engine's queue), no pooling."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True, limit=0),
+        connector=aiohttp.UnixConnector(path=str(socket_path), force_close=True, limit=0),
         timeout=aiohttp.ClientTimeout(total=None, connect=5.0),
         auto_decompress=False,
     )
@@ -99,11 +101,10 @@ class EngineProxy:
 
     async def _send(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         for attempt in (1, 2):
-            base_url = self.upstream.base_url
-            if base_url is None:
+            if not self.upstream.ready:
                 break
             try:
-                return await self.client.post(base_url + path, data=body, headers=JSON_HEADERS)
+                return await self.client.post(ENGINE_URL + path, data=body, headers=JSON_HEADERS)
             except aiohttp.ClientConnectionError as exc:  # nothing came back: safe to retry
                 log.warning("engine connection failed (attempt %d): %r", attempt, exc)
         raise ApiError(503, self.upstream.unavailable_reason(), code="engine_unavailable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from dsdeploy.engines.base import EngineCapabilities
@@ -14,8 +15,13 @@ class Upstream(Protocol):
     def capabilities(self) -> EngineCapabilities: ...
 
     @property
-    def base_url(self) -> str | None:
-        """The engine's loopback URL, or None while it cannot take requests."""
+    def socket_path(self) -> Path:
+        """The engine's Unix socket; the same for the upstream's whole life once started."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Whether the engine takes requests now."""
         ...
 
     def unavailable_reason(self) -> str: ...
