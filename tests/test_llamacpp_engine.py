@@ -72,6 +72,12 @@ def test_build_key_names_version_backend_and_cpu() -> None:
     assert key.endswith(llamacpp_install.cpu_signature())
 
 
+def test_installing_an_unknown_engine_is_one_line_and_exit_1(isolated_home: Path) -> None:
+    done = run_cli(isolated_home, "engine", "install", "sglang")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: unknown engine 'sglang'; installable engines: llama.cpp"
+
+
 def test_configured_binary_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EngineNotInstalled, match="does not exist"):
         llamacpp_install.locate(Settings().dirs, tmp_path / "nope", "cpu")

@@ -38,9 +38,13 @@ def gone(process: psutil.Process, timeout: float = 10) -> bool:
     return False
 
 
+def engine_socket(engine: psutil.Process) -> Path:
+    argv = engine.cmdline()
+    return Path(argv[argv.index("--host") + 1])
+
+
 def test_engine_is_reachable_only_through_a_private_socket(shared_server: Server) -> None:
-    argv = engine_of(shared_server).cmdline()
-    socket_path = Path(argv[argv.index("--host") + 1])
+    socket_path = engine_socket(engine_of(shared_server))
     assert socket_path.is_socket()
     assert socket_path.parent.stat().st_mode & 0o777 == 0o700
     assert not [c for c in engine_of(shared_server).net_connections("inet") if c.status == "LISTEN"]
@@ -72,10 +76,15 @@ def test_health_is_503_while_the_engine_restarts(own_server: Server) -> None:
     assert 503 in statuses
 
 
-def test_sigterm_stops_the_engine_and_exits_cleanly(own_server: Server) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_stops_the_engine_and_exits_cleanly(
+    own_server: Server, stop_signal: signal.Signals
+) -> None:
     engine = engine_of(own_server)
-    assert own_server.stop() == 0
+    own_server.process.send_signal(stop_signal)
+    assert own_server.process.wait(timeout=60) == 0
     assert gone(engine)
+    assert not engine_socket(engine).parent.exists()
 
 
 def test_killed_gateway_leaves_no_engine_behind(own_server: Server) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dsdeploy import __version__
 from dsdeploy.engines import llamacpp_install
-from dsdeploy.errors import DsdeployError, EngineStartFailed
+from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import resolve
@@ -115,12 +115,15 @@ def models_list() -> None:
 
 @engine_app.command("install")
 def engine_install(
+    engine: Annotated[str, typer.Argument(help="Engine to install.")] = "llama.cpp",
     backend: Annotated[str | None, typer.Option(help=describe("engine_backend"))] = None,
     jobs: Annotated[int | None, typer.Option(help=describe("build_jobs"))] = None,
 ) -> None:
     """Build llama.cpp's llama-server for this machine (once; later runs reuse the build)."""
     settings = load_settings(engine_backend=backend, build_jobs=jobs)
     try:
+        if engine != "llama.cpp":
+            raise ConfigError(f"unknown engine {engine!r}; installable engines: llama.cpp")
         with step_progress("building llama.cpp", console) as progress:
             installed = llamacpp_install.install(
                 settings.dirs, settings.engine_backend, settings.build_jobs, progress
@@ -133,7 +136,6 @@ def engine_install(
 @engine_app.command("list")
 def engine_list() -> None:
     """Show the engines dsdeploy can use, and which one `serve` picks."""
-
     settings = load_settings()
     try:
         active = llamacpp_install.locate(

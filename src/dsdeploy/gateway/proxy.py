@@ -40,6 +40,7 @@ def new_engine_client(socket_path: Path) -> aiohttp.ClientSession:
         connector=aiohttp.UnixConnector(path=str(socket_path), force_close=True, limit=0),
         timeout=aiohttp.ClientTimeout(total=None, connect=5.0),
         auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # engine answers carry no cookies to keep
     )
 
 
