@@ -81,10 +81,11 @@ def test_stop_signal_stops_the_engine_and_exits_cleanly(
     own_server: Server, stop_signal: signal.Signals
 ) -> None:
     engine = engine_of(own_server)
+    rundir = engine_socket(engine).parent
     own_server.process.send_signal(stop_signal)
     assert own_server.process.wait(timeout=60) == 0
     assert gone(engine)
-    assert not engine_socket(engine).parent.exists()
+    assert not rundir.exists()
 
 
 def test_killed_gateway_leaves_no_engine_behind(own_server: Server) -> None:
