@@ -104,10 +104,6 @@ class Supervisor:
     def _running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def unavailable_reason(self) -> str:
         if self.state == "restarting" or (self.state == "ready" and not self._running()):
             return (
@@ -143,13 +139,6 @@ class Supervisor:
             shutil.rmtree(self._rundir, ignore_errors=True)
             self._rundir = None
         self.state = "stopped"
-
-    async def __aenter__(self) -> Supervisor:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _launch(self) -> None:
         self.socket_path.unlink(missing_ok=True)
