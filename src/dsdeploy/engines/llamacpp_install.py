@@ -77,9 +77,8 @@ def nvidia_gpu_present() -> bool:
 
 
 def find_nvcc() -> str | None:
-    return shutil.which("nvcc") or next(
-        (str(p) for p in (Path("/usr/local/cuda/bin/nvcc"),) if p.exists()), None
-    )
+    default = Path("/usr/local/cuda/bin/nvcc")  # where CUDA installs when not on PATH
+    return shutil.which("nvcc") or (str(default) if default.exists() else None)
 
 
 def choose_backend(requested: str) -> str:
@@ -109,6 +108,10 @@ def engine_root(dirs: Dirs) -> Path:
     return dirs.engines / "llama.cpp"
 
 
+def built_binary(dirs: Dirs, key: str) -> Path:
+    return engine_root(dirs) / key / "bin" / "llama-server"
+
+
 def built_engines(dirs: Dirs) -> Iterator[InstalledEngine]:
     for info_path in sorted(engine_root(dirs).glob("*/info.json")):
         info = json.loads(info_path.read_text())
@@ -127,7 +130,7 @@ def locate(dirs: Dirs, configured: Path | None, backend: str) -> InstalledEngine
     on_path = shutil.which("llama-server")
     if on_path:
         return InstalledEngine(Path(on_path), read_version(Path(on_path)), "PATH")
-    binary = engine_root(dirs) / build_key(choose_backend(backend)) / "bin" / "llama-server"
+    binary = built_binary(dirs, build_key(choose_backend(backend)))
     if binary.exists():
         return InstalledEngine(binary, read_version(binary), "built")
     return None
@@ -225,15 +228,11 @@ def install(dirs: Dirs, backend: str, jobs: int | None, progress: ProgressHook) 
     backend = choose_backend(backend)
     key = build_key(backend)
     root = engine_root(dirs)
-    target = root / key
+    binary = built_binary(dirs, key)
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key}.lock")):
-        if (target / "bin" / "llama-server").exists():
-            return InstalledEngine(
-                target / "bin" / "llama-server",
-                read_version(target / "bin" / "llama-server"),
-                "built",
-            )
+        if binary.exists():
+            return InstalledEngine(binary, read_version(binary), "built")
         for stale in root.glob(f".build-{key}-*"):  # left by a build that was killed
             shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=f".build-{key}-") as tmp:
@@ -253,5 +252,5 @@ def install(dirs: Dirs, backend: str, jobs: int | None, progress: ProgressHook) 
             version = read_version(staged / "bin" / "llama-server")
             info = {"version": version, "backend": backend, "source": SDIST_REQUIREMENT}
             (staged / "info.json").write_text(json.dumps(info, indent=2))
-            os.replace(staged, target)
-    return InstalledEngine(target / "bin" / "llama-server", version, "built")
+            os.replace(staged, root / key)
+    return InstalledEngine(binary, version, "built")
