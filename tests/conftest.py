@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -81,10 +82,14 @@ class Server:
     def api(self) -> str:
         return f"{self.base_url}/v1"
 
-    def client(self) -> openai.OpenAI:
+    @cached_property
+    def api_client(self) -> openai.OpenAI:
+        """One official client per server, closed when the server stops."""
         return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0)
 
     def stop(self) -> int:
+        if "api_client" in self.__dict__:
+            self.api_client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)

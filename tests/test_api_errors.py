@@ -61,7 +61,7 @@ def test_stream_options_without_stream_is_400(shared_server: Server) -> None:
 
 def test_unknown_model_is_404_through_the_official_client(shared_server: Server) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        shared_server.client().chat.completions.create(model="gpt-9", messages=HELLO)
+        shared_server.api_client.chat.completions.create(model="gpt-9", messages=HELLO)
     assert "smollm2" in str(caught.value)
     assert_openai_error(httpx.get(shared_server.base_url + "/v1/models/gpt-9"), 404)
 
@@ -69,7 +69,7 @@ def test_unknown_model_is_404_through_the_official_client(shared_server: Server)
 def test_prompt_longer_than_the_context_is_400_with_the_limit(shared_server: Server) -> None:
     long_prompt = "word " * 5000
     with pytest.raises(openai.BadRequestError) as caught:
-        shared_server.client().chat.completions.create(
+        shared_server.api_client.chat.completions.create(
             model="smollm2", messages=[{"role": "user", "content": long_prompt}], max_tokens=4
         )
     error = caught.value.body
@@ -95,7 +95,7 @@ def test_server_still_healthy_and_answering_after_bad_input(shared_server: Serve
     for raw in (b"{", b"null", b'{"model": 1}', b"x" * 100_000):
         httpx.post(url + CHAT, content=raw)
     assert httpx.get(url + "/health").json() == {"status": "ok", "model": "smollm2"}
-    reply = shared_server.client().chat.completions.create(
+    reply = shared_server.api_client.chat.completions.create(
         model="smollm2", messages=HELLO, max_tokens=2
     )
     assert reply.choices[0].message.content is not None

@@ -16,7 +16,7 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 
 
 def test_chat_completion_returns_text_usage_and_the_store_name(shared_server: Server) -> None:
-    reply = shared_server.client().chat.completions.create(
+    reply = shared_server.api_client.chat.completions.create(
         model="smollm2", messages=HELLO, max_tokens=16
     )
     assert reply.model == "smollm2"
@@ -28,7 +28,7 @@ def test_chat_completion_returns_text_usage_and_the_store_name(shared_server: Se
 
 
 def test_streamed_chat_arrives_in_chunks_and_ends_with_usage(shared_server: Server) -> None:
-    stream = shared_server.client().chat.completions.create(
+    stream = shared_server.api_client.chat.completions.create(
         model="smollm2",
         messages=HELLO,
         max_tokens=12,
@@ -47,7 +47,7 @@ def test_streamed_chat_arrives_in_chunks_and_ends_with_usage(shared_server: Serv
 
 
 def test_text_completion(shared_server: Server) -> None:
-    reply = shared_server.client().completions.create(
+    reply = shared_server.api_client.completions.create(
         model="smollm2", prompt="The capital of France is", max_tokens=8, temperature=0
     )
     assert reply.choices[0].text
@@ -56,13 +56,13 @@ def test_text_completion(shared_server: Server) -> None:
 
 
 def test_models_lists_the_served_model_by_its_store_name(shared_server: Server) -> None:
-    client = shared_server.client()
+    client = shared_server.api_client
     assert [m.id for m in client.models.list()] == ["smollm2"]
     assert client.models.retrieve("smollm2").id == "smollm2"
 
 
 def test_max_tokens_one_gives_exactly_one_token_and_length(shared_server: Server) -> None:
-    reply = shared_server.client().chat.completions.create(
+    reply = shared_server.api_client.chat.completions.create(
         model="smollm2", messages=HELLO, max_tokens=1
     )
     assert reply.choices[0].finish_reason == "length"
@@ -71,7 +71,7 @@ def test_max_tokens_one_gives_exactly_one_token_and_length(shared_server: Server
 
 
 def test_temperature_zero_repeats_itself(shared_server: Server) -> None:
-    client = shared_server.client()
+    client = shared_server.api_client
     answers = {
         client.chat.completions.create(
             model="smollm2", messages=HELLO, max_tokens=24, temperature=0
@@ -84,7 +84,7 @@ def test_temperature_zero_repeats_itself(shared_server: Server) -> None:
 
 
 def test_stop_sequence_ends_the_answer_before_it(shared_server: Server) -> None:
-    client = shared_server.client()
+    client = shared_server.api_client
     prompt = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
     free = client.chat.completions.create(
         model="smollm2", messages=prompt, max_tokens=40, temperature=0
@@ -99,7 +99,7 @@ def test_stop_sequence_ends_the_answer_before_it(shared_server: Server) -> None:
 
 
 def test_eight_concurrent_requests_all_succeed(shared_server: Server) -> None:
-    client = shared_server.client()
+    client = shared_server.api_client
 
     def ask(i: int) -> str:
         reply = client.chat.completions.create(
@@ -125,9 +125,12 @@ def test_stream_is_relayed_as_generated_not_buffered(shared_server: Server) -> N
         "stream": True,
     }
     arrivals = []
+    start = time.monotonic()
     with httpx.stream("POST", shared_server.api + "/chat/completions", json=body) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 arrivals.append(time.monotonic())
-    assert len(arrivals) > 32
-    assert arrivals[-1] - arrivals[1] > 0.2  # 64 tokens take time to decode; bytes came as made
+    assert len(arrivals) > 8  # the engine may join tokens that do not yet make text
+    # Relayed as decoded, events spread over most of the request; buffered, they would all
+    # arrive together at the end.
+    assert arrivals[-1] - arrivals[0] > 0.5 * (arrivals[-1] - start)

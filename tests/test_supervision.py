@@ -61,7 +61,7 @@ def test_killed_engine_is_restarted_and_serves_again(own_server: Server) -> None
     assert during.json()["error"]["code"] == "engine_unavailable"
     wait_healthy(own_server.base_url, own_server.process, timeout=60)
     assert engine_of(own_server).pid != first.pid
-    reply = own_server.client().chat.completions.create(
+    reply = own_server.api_client.chat.completions.create(
         model="smollm2", messages=HELLO, max_tokens=2
     )
     assert reply.choices[0].message.content is not None
@@ -126,7 +126,7 @@ def test_server_started_with_two_slots_still_answers(model_home: Path, tmp_path:
         argv = engine_of(server).cmdline()
         assert argv[argv.index("--parallel") + 1] == "2"
         assert argv[argv.index("--threads") + 1] == "1"
-        reply = server.client().completions.create(model="smollm2", prompt="Hi", max_tokens=2)
+        reply = server.api_client.completions.create(model="smollm2", prompt="Hi", max_tokens=2)
         assert reply.choices[0].text is not None
     finally:
         server.stop()
