@@ -115,7 +115,7 @@ def built_binary(dirs: Dirs, key: str) -> Path:
 def built_engines(dirs: Dirs) -> Iterator[InstalledEngine]:
     for info_path in sorted(engine_root(dirs).glob("*/info.json")):
         info = json.loads(info_path.read_text())
-        binary = info_path.parent / "bin" / "llama-server"
+        binary = built_binary(dirs, info_path.parent.name)
         if binary.exists():
             yield InstalledEngine(binary=binary, version=info["version"], origin="built")
 
