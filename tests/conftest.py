@@ -24,6 +24,17 @@ SHARED_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") 
 DSDEPLOY = [sys.executable, "-m", "dsdeploy"]
 
 
+def decoding_stream_body(max_tokens: int) -> dict[str, object]:
+    """A streamed chat request that decodes exactly ``max_tokens`` tokens (EOS ignored)."""
+    return {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, decoding_stream_body
 
 pytestmark = pytest.mark.engine
 
@@ -117,13 +117,7 @@ def test_eight_concurrent_requests_all_succeed(shared_server: Server) -> None:
 
 
 def test_stream_is_relayed_as_generated_not_buffered(shared_server: Server) -> None:
-    body = {
-        "model": "smollm2",
-        "messages": HELLO,
-        "max_tokens": 64,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = decoding_stream_body(64)
     arrivals = []
     start = time.monotonic()
     with httpx.stream("POST", shared_server.api + "/chat/completions", json=body) as response:

@@ -10,7 +10,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import Server, free_port, run_cli, start_server, wait_healthy
+from tests.conftest import (
+    Server,
+    decoding_stream_body,
+    free_port,
+    run_cli,
+    start_server,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -133,13 +140,7 @@ def test_server_started_with_two_slots_still_answers(model_home: Path, tmp_path:
 
 
 def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event(own_server: Server) -> None:
-    body = {
-        "model": "smollm2",
-        "messages": HELLO,
-        "max_tokens": 2000,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = decoding_stream_body(2000)
     engine = engine_of(own_server)
     events = []
     with httpx.stream("POST", own_server.base_url + "/v1/chat/completions", json=body) as response:
