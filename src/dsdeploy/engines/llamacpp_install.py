@@ -136,34 +136,48 @@ def locate(dirs: Dirs, configured: Path | None, backend: str) -> InstalledEngine
     return None
 
 
-def download_source(workdir: Path) -> Path:
-    """Fetch the sdist with pip (its index and proxy settings apply) and unpack llama.cpp."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--quiet",
-            "--dest",
-            str(workdir),
-            SDIST_REQUIREMENT,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    archives = sorted(workdir.glob("*.tar.gz"))
-    if done.returncode != 0 or not archives:
-        last = (done.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
-        raise EngineBuildFailed(f"could not download {SDIST_REQUIREMENT}: {last}")
-    with tarfile.open(archives[0]) as archive:
-        members = [m for m in archive.getmembers() if "/vendor/llama.cpp/" in m.name]
-        archive.extractall(workdir, members=members, filter="data")
-    return next(workdir.glob("*/vendor/llama.cpp"))
+def source_tree(dirs: Dirs) -> Path:
+    """The llama.cpp tree of the pinned sdist, unpacked once into the cache and kept.
+
+    Builds compile it; conversion, quantization tooling and the chat templates need its
+    Python parts (``convert_hf_to_gguf.py``, ``gguf-py``, ``models/templates``) later."""
+    root = engine_root(dirs)
+    tree = root / f"source-{SDIST_VERSION}"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"source-{SDIST_VERSION}.lock")):
+        if (tree / "CMakeLists.txt").exists():
+            return tree
+        for stale in root.glob(".source-*"):  # left by a download that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".source-") as tmp:
+            work = Path(tmp)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "--quiet",
+                    "--dest",
+                    str(work),
+                    SDIST_REQUIREMENT,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            archives = sorted(work.glob("*.tar.gz"))
+            if done.returncode != 0 or not archives:
+                last = (done.stderr.strip().splitlines() or ["no archive downloaded"])[-1]
+                raise EngineBuildFailed(f"could not download {SDIST_REQUIREMENT}: {last}")
+            with tarfile.open(archives[0]) as archive:
+                members = [m for m in archive.getmembers() if "/vendor/llama.cpp/" in m.name]
+                archive.extractall(work, members=members, filter="data")
+            os.replace(next(work.glob("*/vendor/llama.cpp")), tree)
+    return tree
 
 
 def run_logged(command: list[str], log: Path, progress: ProgressHook | None = None) -> None:
@@ -240,7 +254,7 @@ def install(dirs: Dirs, backend: str, jobs: int | None, progress: ProgressHook) 
             log = root / f"{key}.build.log"
             log.write_text("")
             progress(0, 100)
-            source = download_source(work)
+            source = source_tree(dirs)
             cores = jobs or os.cpu_count() or 1
             compile_tree(
                 source, work / "build", backend=backend, jobs=cores, progress=progress, log=log
