@@ -7,9 +7,10 @@ The formulas follow llama.cpp 0.3.36's own code, not a curve fit:
   ``src/llama-context.cpp`` (n_ctx padded to 256; without a unified cache every slot is a
   stream of ``pad256(n_ctx / slots)`` cells).
 - Compute buffer: ``llama_context::sched_reserve`` reserves the prompt graph at
-  ``n_ubatch`` tokens with one output per slot; ggml's allocator frees each activation after
-  its last use, so the buffer is the graph inputs (the attention mask lives through every
-  layer) plus the largest of the attention, feed-forward and output phases.
+  ``n_ubatch`` tokens with one output per slot; ggml's allocator frees each tensor after its
+  last use, so the buffer is the largest of: the graph inputs (the attention mask lives
+  until the last layer) plus the wider of one attention and one feed-forward block, or the
+  output head.
 - Output buffer: ``llama_context::output_reserve``, n_vocab floats per slot.
 """
 
@@ -28,9 +29,11 @@ KV_PAD = 256
 """llama.cpp pads n_ctx and each stream's cells to 256."""
 DEFAULT_UBATCH = 512
 KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
-LLAMACPP_RUNTIME_BYTES = 34 * MIB
-"""Resident memory of llama-server beyond its buffers (code, vocabulary, slots): 33–34 MiB
-measured with SmolLM2 and the 129k-token DeepSeek vocabulary (benchmarks/plan_accuracy.py)."""
+RUNTIME_BASE_BYTES = 20 * MIB
+RUNTIME_BYTES_PER_VOCAB_TOKEN = 280
+"""Resident memory of llama-server beyond its buffers: code and slots, plus the tokenizer's
+tables (33 MiB with SmolLM2's 49k tokens, 55 MiB with DeepSeek's 129k; measured by
+benchmarks/plan_accuracy.py)."""
 CUDA_CONTEXT_BYTES = 512 * MIB
 """Per GPU: CUDA context, cuBLAS workspace and kernels. Not measured here (no GPU); the
 300–500 MiB commonly reported, rounded up so the plan errs toward fitting."""
@@ -152,12 +155,25 @@ def compute_buffer_bytes(
         attention += n_kv * tokens * arch.n_heads * F32
     ffn = tokens * ffn_phase_floats(arch) * F32
     output = outputs * arch.vocab * F32 + 2 * tokens * arch.hidden * F32
-    return inputs + max(attention, ffn, output)
+    return max(inputs + max(attention, ffn), output)
 
 
 def output_buffer_bytes(arch: Architecture, slots: int) -> int:
     """Host buffer the logits of one decode step land in: n_vocab floats per slot."""
     return arch.vocab * slots * F32
+
+
+def llamacpp_runtime_bytes(vocab: int) -> int:
+    return RUNTIME_BASE_BYTES + vocab * RUNTIME_BYTES_PER_VOCAB_TOKEN
+
+
+def resident_bytes_after_load(
+    weights: int, kv: int, output: int, vocab: int
+) -> int:
+    """What llama-server's RSS settles at once loaded and warmed up: mapped weights, the KV
+    cache (cleared, so touched), logits and the runtime. The compute buffer is reserved but
+    only touched by long prompts, so a plan budgets it on top."""
+    return weights + kv + output + llamacpp_runtime_bytes(vocab)
 
 
 def bytes_read_per_token(active_params: int, bits_per_weight: float, kv_bytes: int = 0) -> float:
