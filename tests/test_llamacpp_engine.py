@@ -10,13 +10,14 @@ import psutil
 import pytest
 
 from dsdeploy.engines import llamacpp_install
-from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine, choose_launch
+from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
-from dsdeploy.hardware import Hardware
+from dsdeploy.planner.launch import plan_serving
+from dsdeploy.planner.plan import Machine
 from dsdeploy.settings import Settings
 from tests.conftest import run_cli
 
-MACHINE = Hardware(physical_cores=8, logical_cores=16, ram_total=2**35, ram_available=2**34)
+MACHINE = Machine(ram_available=2**34, physical_cores=8, cpu_bandwidth=20e9)
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -39,14 +40,34 @@ def test_context_is_per_slot_times_slots() -> None:
     assert "--no-kv-unified" in argv
 
 
-def test_launch_uses_physical_cores_and_caps_context_at_the_models() -> None:
-    launch = choose_launch(MACHINE, 2048, threads=None, ctx_size=None, parallel=None)
-    assert launch == LaunchOptions(threads=8, ctx_per_slot=2048, parallel=4)
+def serving_launch(**flags: int | None) -> LaunchOptions:
+    launch, _ = plan_serving("smollm2", Path("/m.gguf"), 96_000_000, MACHINE, **flags)
+    return launch
 
 
-def test_launch_flags_win_over_the_rule() -> None:
-    launch = choose_launch(MACHINE, 8192, threads=3, ctx_size=512, parallel=2)
+def test_launch_uses_physical_cores_four_slots_and_4096_tokens_each() -> None:
+    launch = serving_launch(threads=None, ctx_size=None, parallel=None)
+    assert launch == LaunchOptions(threads=8, ctx_per_slot=4096, parallel=4)
+
+
+def test_launch_caps_context_at_the_models() -> None:
+    launch = serving_launch(threads=None, ctx_size=100_000, parallel=None)
+    assert launch.ctx_per_slot == 8192
+
+
+def test_launch_flags_win_over_the_plan() -> None:
+    launch = serving_launch(threads=3, ctx_size=512, parallel=2)
     assert launch == LaunchOptions(threads=3, ctx_per_slot=512, parallel=2)
+
+
+def test_quantized_kv_cache_turns_flash_attention_on() -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(1, 512, 1, "q8_0"))
+    argv = engine.argv(Path("e.sock"))
+    assert (flag(argv, "--flash-attn"), flag(argv, "-ctk"), flag(argv, "-ctv")) == (
+        "on",
+        "q8_0",
+        "q8_0",
+    )
 
 
 def test_embedding_models_serve_only_embeddings() -> None:

@@ -14,7 +14,7 @@ from dsdeploy.engines import llamacpp_install
 from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
 from dsdeploy.hardware import probe
 from dsdeploy.planner.machine import check_ctx, machine_for
-from dsdeploy.planner.plan import make_plan
+from dsdeploy.planner.plan import Asked, make_plan
 from dsdeploy.planner.render import plan_json, show_hardware, show_plan
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull as pull_model
@@ -179,7 +179,7 @@ def plan(
     try:
         entry = resolve(model)
         machine = machine_for(probe(settings.dirs.data), gpu=gpu, gpus=gpus, ram=ram)
-        chosen = make_plan(entry, machine, check_ctx(ctx))
+        chosen = make_plan(entry, machine, Asked(ctx=check_ctx(ctx)))
     except DsdeployError as exc:
         raise fail(exc) from None
     if json_output:

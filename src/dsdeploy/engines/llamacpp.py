@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsdeploy.engines.base import EngineCapabilities
-from dsdeploy.hardware import Hardware
 
 FAILURE_FIXES = (
     (
@@ -26,32 +25,16 @@ FAILURE_FIXES = (
         "the engine could not listen on its private socket: start again",
     ),
 )
-DEFAULT_SLOTS = 4
-DEFAULT_CTX_PER_SLOT = 4096
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
+    """What the planner chose (``dsdeploy.planner.launch``)."""
+
     threads: int
     ctx_per_slot: int
     parallel: int
-
-
-def choose_launch(
-    hardware: Hardware,
-    model_context: int,
-    *,
-    threads: int | None,
-    ctx_size: int | None,
-    parallel: int | None,
-) -> LaunchOptions:
-    """A simple rule until the planner decides: one thread per physical core (decode is
-    memory-bound, hyper-threads add nothing), four slots, up to 4096 tokens each."""
-    return LaunchOptions(
-        threads=threads or hardware.physical_cores,
-        ctx_per_slot=min(ctx_size or DEFAULT_CTX_PER_SLOT, model_context),
-        parallel=parallel or DEFAULT_SLOTS,
-    )
+    kv_type: str = "f16"
 
 
 @dataclass(frozen=True)
@@ -95,6 +78,9 @@ class LlamaCppEngine:
             "--log-colors",
             "off",
         ]
+        if launch.kv_type != "f16":
+            # A quantized V cache needs flash attention; llama.cpp refuses it otherwise.
+            argv += ["--flash-attn", "on", "-ctk", launch.kv_type, "-ctv", launch.kv_type]
         if self.embedding_model:
             argv.append("--embeddings")
         return argv

@@ -55,6 +55,8 @@ class Plan:
     shortfall: int = 0
     """Bytes missing when nothing fits (then the choices are the nearest plan)."""
     scale_out: str = ""
+    llama: LlamaLayout | None = None
+    """The llama.cpp launch chosen (None for vLLM)."""
 
 
 @dataclass(frozen=True)
@@ -148,22 +150,30 @@ def candidate_quants(entry: CatalogEntry) -> list[Quant]:
     return [q for q in GGUF_QUANTS if q.name in published]
 
 
-def search_llama(entry: CatalogEntry, machine: Machine, ctx: int | None) -> list[LlamaLayout]:
+def search_llama(entry: CatalogEntry, machine: Machine, ask: Asked) -> list[LlamaLayout]:
     """Candidates best first: quality, then slots, then context, then f16 before q8_0 KV."""
     arch = entry.architecture
     assert arch is not None
-    contexts = (
-        [min(ctx, arch.max_positions)]
-        if ctx
-        else [c for c in CONTEXT_CHOICES if c <= arch.max_positions]
-    )
+    contexts = [min(c, arch.max_positions) for c in ((ask.ctx,) if ask.ctx else ask.contexts)]
     return [
         llama_layout(arch, entry.total_params, quant, c, slots, kv, machine)
-        for quant in candidate_quants(entry)
-        for slots in SLOT_CHOICES
-        for c in contexts
+        for quant in (ask.quants or candidate_quants(entry))
+        for slots in ((ask.slots,) if ask.slots else SLOT_CHOICES)
+        for c in dict.fromkeys(contexts)
         for kv in ("f16", "q8_0")
     ]
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the user fixed; the planner chooses the rest."""
+
+    ctx: int | None = None
+    slots: int | None = None
+    quants: tuple[Quant, ...] = ()
+    """Weights to choose from (a file already in the store is the only choice)."""
+    contexts: tuple[int, ...] = CONTEXT_CHOICES
+    allow_vllm: bool = True
 
 
 def vllm_plan(entry: CatalogEntry, machine: Machine) -> tuple[Quant, int] | None:
@@ -193,11 +203,12 @@ def decode_bound(entry: CatalogEntry, quant: Quant, machine: Machine, gpu_share:
     return 1 / seconds
 
 
-def make_plan(entry: CatalogEntry, machine: Machine, ctx: int | None = None) -> Plan:
-    vllm = vllm_plan(entry, machine)
+def make_plan(entry: CatalogEntry, machine: Machine, ask: Asked | None = None) -> Plan:
+    ask = ask or Asked()
+    vllm = vllm_plan(entry, machine) if ask.allow_vllm else None
     if vllm is not None:
         return vllm_choices(entry, machine, *vllm)
-    candidates = search_llama(entry, machine, ctx)
+    candidates = search_llama(entry, machine, ask)
     chosen = next((c for c in candidates if fits(c, machine)), None)
     if chosen is not None:
         return llama_choices(entry, machine, chosen, fits=True)
@@ -344,4 +355,5 @@ def llama_choices(
     total = layout.gpu_bytes + layout.ram_bytes
     gpu_share = layout.gpu_bytes / total if machine.gpu_count else 0.0
     plan.decode_tokens_per_s_bound = decode_bound(entry, quant, machine, gpu_share)
+    plan.llama = layout
     return plan
