@@ -48,7 +48,7 @@ def load_settings(**flags: Any) -> Settings:
 
 
 def fail(exc: DsdeployError) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False)
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, unwrapped
     if isinstance(exc, EngineStartFailed) and exc.log_tail:
         console.print("last lines of the engine log:", style="dim")
         for line in exc.log_tail:
