@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from benchmarks.llama_server_run import run_server
+
 from dsdeploy.catalog import find
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
