@@ -41,7 +41,8 @@ def test_context_is_per_slot_times_slots() -> None:
 
 
 def serving_launch(**flags: int | None) -> LaunchOptions:
-    launch, _ = plan_serving("smollm2", Path("/m.gguf"), 96_000_000, MACHINE, **flags)
+    given = {"threads": None, "ctx_size": None, "parallel": None} | flags
+    launch, _ = plan_serving("smollm2", Path("/m.gguf"), 96_000_000, MACHINE, **given)
     return launch
 
 
@@ -58,6 +59,20 @@ def test_launch_caps_context_at_the_models() -> None:
 def test_launch_flags_win_over_the_plan() -> None:
     launch = serving_launch(threads=3, ctx_size=512, parallel=2)
     assert launch == LaunchOptions(threads=3, ctx_per_slot=512, parallel=2)
+
+
+def test_gpu_plan_places_layers_and_experts_itself() -> None:
+    launch = LaunchOptions(8, 4096, 1, gpu_layers=61, cpu_moe_layers=55)
+    argv = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", launch).argv(Path("e.sock"))
+    assert (flag(argv, "--n-gpu-layers"), flag(argv, "--n-cpu-moe")) == ("61", "55")
+    assert flag(argv, "--fit") == "off"
+
+
+def test_cpu_plan_leaves_gpu_flags_out() -> None:
+    argv = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", serving_launch()).argv(
+        Path("e.sock")
+    )
+    assert "--n-gpu-layers" not in argv and "--n-cpu-moe" not in argv
 
 
 def test_quantized_kv_cache_turns_flash_attention_on() -> None:

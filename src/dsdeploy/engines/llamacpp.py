@@ -35,6 +35,9 @@ class LaunchOptions:
     ctx_per_slot: int
     parallel: int
     kv_type: str = "f16"
+    gpu_layers: int | None = None
+    """None: no GPU in the plan, the engine's default stands."""
+    cpu_moe_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ class LlamaCppEngine:
         if launch.kv_type != "f16":
             # A quantized V cache needs flash attention; llama.cpp refuses it otherwise.
             argv += ["--flash-attn", "on", "-ctk", launch.kv_type, "-ctv", launch.kv_type]
+        if launch.gpu_layers is not None:
+            # The plan placed the layers; llama.cpp's own --fit would place them again.
+            argv += ["--n-gpu-layers", str(launch.gpu_layers), "--fit", "off"]
+        if launch.cpu_moe_layers:
+            argv += ["--n-cpu-moe", str(launch.cpu_moe_layers)]
         if self.embedding_model:
             argv.append("--embeddings")
         return argv

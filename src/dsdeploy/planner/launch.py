@@ -79,5 +79,7 @@ def plan_serving(
         ctx_per_slot=layout.ctx_per_slot,
         parallel=layout.slots,
         kv_type=layout.kv_type,
+        gpu_layers=layout.gpu_layers if machine.gpu_count else None,
+        cpu_moe_layers=layout.cpu_moe_layers,
     )
     return launch, plan

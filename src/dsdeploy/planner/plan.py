@@ -194,6 +194,15 @@ def vllm_plan(entry: CatalogEntry, machine: Machine) -> tuple[Quant, int] | None
     return None
 
 
+def active_gpu_share(arch: Architecture, layout: LlamaLayout) -> float:
+    """Share of a token's weight reads served from VRAM: experts left in RAM are read by
+    the CPU (only the routed ones a token picks), and so are layers left on the CPU."""
+    if layout.cpu_moe_layers:
+        in_ram = layout.cpu_moe_layers * arch.experts_per_token * arch.expert_params
+        return 1 - in_ram / arch.active_params
+    return layout.gpu_layers / arch.n_layers
+
+
 def decode_bound(entry: CatalogEntry, quant: Quant, machine: Machine, gpu_share: float) -> float:
     """tokens/s ceiling for one stream: active bytes split between GPU and CPU memory."""
     per_token = memory.bytes_read_per_token(entry.active_params, quant.bits_per_weight)
@@ -352,8 +361,7 @@ def llama_choices(
     if quant.nominal_bits < 4:
         plan.warnings.append(f"{quant.name} is below 4-bit: {quant.quality}")
     plan.memory = dict(layout.breakdown) | {"gpu": layout.gpu_bytes, "ram": layout.ram_bytes}
-    total = layout.gpu_bytes + layout.ram_bytes
-    gpu_share = layout.gpu_bytes / total if machine.gpu_count else 0.0
+    gpu_share = active_gpu_share(arch, layout) if machine.gpu_count else 0.0
     plan.decode_tokens_per_s_bound = decode_bound(entry, quant, machine, gpu_share)
     plan.llama = layout
     return plan
