@@ -13,7 +13,7 @@ from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
 from dsdeploy.planner.launch import plan_serving
-from dsdeploy.planner.plan import Machine
+from dsdeploy.planner.placement import Machine
 from dsdeploy.settings import Settings
 from tests.conftest import run_cli
 

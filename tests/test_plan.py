@@ -11,7 +11,8 @@ from dsdeploy.catalog import entries, find
 from dsdeploy.catalog.gpus import find_gpu
 from dsdeploy.errors import ConfigError
 from dsdeploy.planner.machine import parse_size
-from dsdeploy.planner.plan import Asked, Machine, Plan, make_plan
+from dsdeploy.planner.placement import Machine
+from dsdeploy.planner.plan import Asked, Plan, make_plan
 from tests.conftest import run_cli
 
 GIB = 2**30

@@ -11,7 +11,8 @@ from dsdeploy.engines.llamacpp import LaunchOptions
 from dsdeploy.errors import ConfigError
 from dsdeploy.modelfile import read_gguf_layout
 from dsdeploy.planner.architecture import Architecture
-from dsdeploy.planner.plan import Asked, Choice, Machine, Plan, make_plan
+from dsdeploy.planner.placement import Machine
+from dsdeploy.planner.plan import Asked, Choice, Plan, make_plan
 from dsdeploy.planner.quants import Quant
 
 SERVE_CONTEXTS = (4096, 2048, 1024)

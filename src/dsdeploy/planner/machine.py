@@ -8,7 +8,7 @@ from dsdeploy.catalog.gpus import find_gpu
 from dsdeploy.errors import ConfigError
 from dsdeploy.hardware import Hardware
 from dsdeploy.memory_bandwidth import measure_read_bandwidth
-from dsdeploy.planner.plan import Machine
+from dsdeploy.planner.placement import Machine
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
