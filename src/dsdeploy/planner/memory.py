@@ -29,10 +29,10 @@ KV_PAD = 256
 """llama.cpp pads n_ctx and each stream's cells to 256."""
 DEFAULT_UBATCH = 512
 KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
-RUNTIME_BASE_BYTES = 20 * MIB
-RUNTIME_BYTES_PER_VOCAB_TOKEN = 280
+RUNTIME_BASE_BYTES = 18 * MIB
+RUNTIME_BYTES_PER_VOCAB_TOKEN = 330
 """Resident memory of llama-server beyond its buffers: code and slots, plus the tokenizer's
-tables (33 MiB with SmolLM2's 49k tokens, 55 MiB with DeepSeek's 129k; measured by
+tables (33.5 MiB with SmolLM2's 49k tokens, 58.7 MiB with DeepSeek's 129k; measured by
 benchmarks/plan_accuracy.py)."""
 CUDA_CONTEXT_BYTES = 512 * MIB
 """Per GPU: CUDA context, cuBLAS workspace and kernels. Not measured here (no GPU); the
