@@ -45,6 +45,7 @@ def test_a_7b_distill_on_a_cpu_box_runs_on_llama_cpp_at_the_best_quant_that_fits
     assert choice(plan, "weights") == "GGUF Q8_0"
     assert plan.memory["ram"] <= THIS_KIND.ram_available - GIB
     assert 1 < plan.decode_tokens_per_s_bound < 5  # 25 GB/s ÷ 8 GB per token
+    assert any(n.startswith("speed over quality: Q4_K_M") for n in plan.notes)
 
 
 def test_less_ram_means_a_smaller_quant_not_a_failure() -> None:

@@ -20,7 +20,7 @@ from dsdeploy.planner.placement import (
     fits,
     llama_layout,
 )
-from dsdeploy.planner.quants import GGUF_QUANTS, VLLM_FORMATS, Quant
+from dsdeploy.planner.quants import GGUF_QUANTS, VLLM_FORMATS, Quant, gguf_quant
 
 VLLM_MEMORY_UTILIZATION = 0.9
 VLLM_ACTIVATION_BYTES = 2 * memory.GIB
@@ -28,6 +28,8 @@ VLLM_ACTIVATION_BYTES = 2 * memory.GIB
 USEFUL_CONTEXT = 8192
 SLOT_CHOICES = (4, 2, 1)
 CONTEXT_CHOICES = (8192, 4096, 2048)
+SPEED_QUANT = "Q4_K_M"
+"""The usual speed/quality balance; named when a larger quant was chosen on quality alone."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Plan:
     choices: list[Choice] = field(default_factory=list)
     memory: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     decode_tokens_per_s_bound: float = 0.0
     shortfall: int = 0
     """Bytes missing when nothing fits (then the choices are the nearest plan)."""
@@ -259,8 +262,16 @@ def llama_choices(
             )
     if quant.nominal_bits < 4:
         plan.warnings.append(f"{quant.name} is below 4-bit: {quant.quality}")
-    plan.memory = dict(layout.breakdown) | {"gpu": layout.gpu_bytes, "ram": layout.ram_bytes}
+    placed = {"gpu": layout.gpu_bytes, "ram": layout.ram_bytes} if machine.gpu_count else {}
+    plan.memory = dict(layout.breakdown) | placed | {"ram": layout.ram_bytes}
     gpu_share = active_gpu_share(arch, layout) if machine.gpu_count else 0.0
     plan.decode_tokens_per_s_bound = decode_bound(entry, quant, machine, gpu_share)
     plan.llama = layout
+    faster = gguf_quant(SPEED_QUANT)
+    if quant.bits_per_weight > faster.bits_per_weight * 1.2 and faster.name in entry.quants:
+        bound = decode_bound(entry, faster, machine, gpu_share)
+        plan.notes.append(
+            f"speed over quality: {faster.name} would raise the decode ceiling to {bound:.1f} "
+            f"tokens/s ({faster.quality})"
+        )
     return plan

@@ -37,6 +37,8 @@ def show_plan(plan: Plan, console: Console) -> None:
     )
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    for note in plan.notes:
+        console.print(f"note: {note}")
     if not plan.fits:
         console.print(
             f"[red]short by {plan.shortfall / GIB:.1f} GiB[/] even with the smallest plan above."
