@@ -106,11 +106,16 @@ def vllm_plan(entry: CatalogEntry, machine: Machine) -> tuple[Quant, int] | None
 
 
 def decode_bound(entry: CatalogEntry, quant: Quant, machine: Machine, gpu_share: float) -> float:
-    """tokens/s ceiling for one stream: active bytes split between GPU and CPU memory."""
+    """tokens/s ceiling for one stream: the reads from RAM and from VRAM take their turns,
+    so their times add (tensor parallel GPUs read their shares at once)."""
     per_token = memory.bytes_read_per_token(entry.active_params, quant.bits_per_weight)
-    seconds = per_token * (1 - gpu_share) / machine.cpu_bandwidth
-    if gpu_share:
-        seconds += per_token * gpu_share / (machine.gpu_bandwidth * machine.gpu_count)
+    seconds = 0.0
+    if gpu_share < 1:
+        cpu_part = per_token * (1 - gpu_share)
+        seconds += 1 / memory.decode_tokens_per_s_bound(machine.cpu_bandwidth, cpu_part)
+    if gpu_share > 0:
+        bandwidth = machine.gpu_bandwidth * machine.gpu_count
+        seconds += 1 / memory.decode_tokens_per_s_bound(bandwidth, per_token * gpu_share)
     return 1 / seconds
 
 
