@@ -67,7 +67,7 @@ def test_671b_on_one_8x_h100_node_serves_4_bit_on_vllm_and_says_what_8_bit_needs
     assert (plan.engine, plan.fits) == ("vllm", True)
     assert choice(plan, "weights") == "AWQ-INT4"
     assert choice(plan, "tensor parallel") == "8"
-    assert any("2 nodes × 8 × H100 SXM" in w for w in plan.warnings)
+    assert any("on 2 node(s) × 8 × H100 SXM" in w for w in plan.warnings)
 
 
 def test_671b_on_8x_h200_fits_at_fp8() -> None:

@@ -140,27 +140,30 @@ def make_plan(entry: CatalogEntry, machine: Machine, ask: Asked | None = None) -
 
 def scale_out(entry: CatalogEntry, machine: Machine) -> str:
     """What would run it: nodes of this GPU under vLLM, or RAM for experts on CPU."""
-    arch = entry.architecture
-    assert arch is not None
-    lines = []
-    fp8 = memory.weights_bytes(entry.total_params, 8)
-    need = fp8 + 4 * USEFUL_CONTEXT * memory.kv_bytes_per_token(arch)
-    if machine.gpu_count:
-        per_node = machine.gpu_count * (
-            machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
-        )
-        nodes = math.ceil(need / per_node)
-        lines.append(
-            f"vLLM FP8: {nodes} nodes × {machine.gpu_count} × {machine.gpu_name} "
-            f"(tensor parallel {machine.gpu_count} × pipeline parallel {nodes}, Ray across nodes)"
-        )
+    ways = [vllm_fp8_nodes(entry, machine)] if machine.gpu_count else []
     smallest = min(candidate_quants(entry), key=lambda q: q.bits_per_weight)
     ram = memory.weights_bytes(entry.total_params, smallest.bits_per_weight)
-    lines.append(
+    ways.append(
         f"llama.cpp {smallest.name} with experts in RAM: about {gib(ram + RAM_RESERVE)} of RAM"
         + (" plus the GPUs for attention and KV" if machine.gpu_count else "")
     )
-    return "; or ".join(lines)
+    return "; or ".join(ways)
+
+
+def vllm_fp8_nodes(entry: CatalogEntry, machine: Machine) -> str:
+    """Nodes of this machine's GPUs that hold FP8 weights and 4 × 8192 tokens of KV."""
+    arch = entry.architecture
+    assert arch is not None
+    fp8 = memory.weights_bytes(entry.total_params, 8)
+    need = fp8 + 4 * USEFUL_CONTEXT * memory.kv_bytes_per_token(arch)
+    per_node = machine.gpu_count * (
+        machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
+    )
+    nodes = math.ceil(need / per_node)
+    return (
+        f"vLLM FP8 on {nodes} node(s) × {machine.gpu_count} × {machine.gpu_name} "
+        f"(tensor parallel {machine.gpu_count} × pipeline parallel {nodes}, Ray across nodes)"
+    )
 
 
 def gib(n: float) -> str:
@@ -197,7 +200,8 @@ def vllm_choices(entry: CatalogEntry, machine: Machine, fmt: Quant, tokens: int)
     plan.decode_tokens_per_s_bound = decode_bound(entry, fmt, machine, 1.0)
     if fmt.nominal_bits < 8:
         plan.warnings.append(
-            f"{fmt.name} is 4-bit ({fmt.quality}); 8-bit weights need {scale_out(entry, machine)}"
+            f"{fmt.name} is 4-bit ({fmt.quality}); 8-bit weights need "
+            f"{vllm_fp8_nodes(entry, machine)}"
         )
     return plan
 
