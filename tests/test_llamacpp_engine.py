@@ -42,7 +42,7 @@ def test_context_is_per_slot_times_slots() -> None:
 
 def serving_launch(**flags: int | None) -> LaunchOptions:
     given = {"threads": None, "ctx_size": None, "parallel": None} | flags
-    launch, _ = plan_serving("smollm2", Path("/m.gguf"), 96_000_000, MACHINE, **given)
+    launch, _ = plan_serving("smollm2", Path("/b"), "m.Q4_1.gguf", 96_000_000, MACHINE, **given)
     return launch
 
 

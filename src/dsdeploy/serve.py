@@ -66,6 +66,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
     launch, plan = plan_serving(
         manifest.name,
         weights,
+        manifest.weights.path,
         manifest.weights.size,
         machine_for(hardware, gpu=None, gpus=None, ram=None),
         threads=settings.threads,

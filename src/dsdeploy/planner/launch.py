@@ -27,14 +27,15 @@ def stored_shape(name: str, weights: Path) -> tuple[str, Architecture]:
     return name, read_gguf_layout(weights).architecture
 
 
-def stored_quant(arch: Architecture, weight_bytes: int) -> Quant:
+def stored_quant(arch: Architecture, weight_file: str, weight_bytes: int) -> Quant:
     bits = weight_bytes * 8 / arch.total_params
-    return Quant("as stored", bits, int(bits), "the file in the store")
+    return Quant(Path(weight_file).name, bits, int(bits), "the file in the store")
 
 
 def plan_serving(
     name: str,
     weights: Path,
+    weight_file: str,
     weight_bytes: int,
     machine: Machine,
     *,
@@ -57,7 +58,7 @@ def plan_serving(
     ask = Asked(
         ctx=ctx_size,
         slots=parallel,
-        quants=(stored_quant(arch, weight_bytes),),
+        quants=(stored_quant(arch, weight_file, weight_bytes),),
         contexts=SERVE_CONTEXTS,
         allow_vllm=False,
     )
