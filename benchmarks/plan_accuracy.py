@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
-from dsdeploy.modelfile import GgufLayout, read_gguf_layout
+from dsdeploy.modelfile import ModelLayout, read_gguf_layout
 from dsdeploy.planner import memory
 from dsdeploy.pull import pull, resolve
 from dsdeploy.settings import Settings
@@ -59,7 +59,7 @@ class Row:
         return error <= max(limit[0] * self.actual[name], limit[1])
 
 
-def estimate(layout: GgufLayout, case: Case) -> dict[str, int]:
+def estimate(layout: ModelLayout, case: Case) -> dict[str, int]:
     arch = layout.architecture
     kv = memory.kv_cache_bytes(arch, case.ctx, case.slots, case.kv_type, case.kv_type).total
     output = memory.output_buffer_bytes(arch, case.slots)
@@ -76,7 +76,7 @@ def estimate(layout: GgufLayout, case: Case) -> dict[str, int]:
     }
 
 
-def measure(binary: Path, path: Path, layout: GgufLayout, case: Case) -> Row:
+def measure(binary: Path, path: Path, layout: ModelLayout, case: Case) -> Row:
     args = [
         "-c",
         str(case.ctx),

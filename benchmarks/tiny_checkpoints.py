@@ -76,8 +76,9 @@ def tokenizer_files(work: Path) -> Path:
     return unpacked
 
 
-def build_checkpoint(architecture: str, out: Path, tokenizer: Path) -> Path:
-    """Save a seeded random-weight checkpoint with the real tokenizer beside it."""
+def build_checkpoint(architecture: str, out: Path, tokenizer: Path | None = None) -> Path:
+    """Save a seeded random-weight checkpoint, with the real tokenizer beside it if given
+    (the GGUF converter needs one; reading the checkpoint's shape does not)."""
     import torch
     import transformers
 
@@ -94,8 +95,9 @@ def build_checkpoint(architecture: str, out: Path, tokenizer: Path) -> Path:
     else:
         raise ValueError(f"unknown tiny architecture {architecture!r}; one of {ARCHITECTURES}")
     model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        (out / name).write_bytes((tokenizer / name).read_bytes())
+    if tokenizer is not None:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (out / name).write_bytes((tokenizer / name).read_bytes())
     return out
 
 

@@ -16,6 +16,7 @@ from dsdeploy.hardware import probe
 from dsdeploy.planner.machine import check_ctx, machine_for
 from dsdeploy.planner.plan import Asked, make_plan
 from dsdeploy.planner.render import plan_json, show_hardware, show_plan
+from dsdeploy.planner.subject import plan_subject
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import resolve
@@ -167,7 +168,10 @@ def hw() -> None:
 
 @app.command()
 def plan(
-    model: Annotated[str, typer.Argument(help="Catalog name, e.g. deepseek-r1-distill-qwen-7b.")],
+    model: Annotated[
+        str,
+        typer.Argument(help="Catalog name (deepseek-r1-distill-qwen-7b), GGUF file or HF folder."),
+    ],
     json_output: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     gpu: Annotated[str | None, typer.Option(help="Plan for this GPU, e.g. 'RTX 4090'.")] = None,
     gpus: Annotated[int | None, typer.Option(help="Plan for this many GPUs.")] = None,
@@ -177,9 +181,9 @@ def plan(
     """Say how to run a model here (or on a what-if machine), each choice with its reason."""
     settings = load_settings()
     try:
-        entry = resolve(model)
+        entry, quants = plan_subject(model)
         machine = machine_for(probe(settings.dirs.data), gpu=gpu, gpus=gpus, ram=ram)
-        chosen = make_plan(entry, machine, Asked(ctx=check_ctx(ctx)))
+        chosen = make_plan(entry, machine, Asked(ctx=check_ctx(ctx), quants=quants))
     except DsdeployError as exc:
         raise fail(exc) from None
     if json_output:

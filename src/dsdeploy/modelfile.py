@@ -36,18 +36,18 @@ def read_gguf_info(path: Path) -> ModelInfo:
 
 
 @dataclass(frozen=True)
-class GgufLayout:
-    """What the planner needs from a GGUF file: its shape and the exact bytes of its tensors."""
+class ModelLayout:
+    """What the planner needs from a model file: its shape and the exact bytes of its tensors."""
 
     architecture: Architecture
     weight_bytes: int
     expert_bytes: int
     """Bytes of routed-expert tensors (``ffn_*_exps``): what ``--n-cpu-moe`` keeps in RAM."""
     tensor_types: dict[str, int]
-    """Bytes per ggml type (Q4_K, Q6_K, F32…), the file's real quantization mix."""
+    """Bytes per tensor type (Q4_K, Q6_K, F32, BF16…), the file's real quantization mix."""
 
 
-def read_gguf_layout(path: Path) -> GgufLayout:
+def read_gguf_layout(path: Path) -> ModelLayout:
     """Architecture numbers from the header and the exact size of every tensor."""
     from gguf import GGUFReader
 
@@ -92,7 +92,7 @@ def read_gguf_layout(path: Path) -> GgufLayout:
         by_type[tensor.tensor_type.name] = by_type.get(tensor.tensor_type.name, 0) + int(
             tensor.n_bytes
         )
-    return GgufLayout(
+    return ModelLayout(
         architecture=architecture,
         weight_bytes=sum(by_type.values()),
         expert_bytes=sum(int(t.n_bytes) for t in reader.tensors if "_exps." in t.name),

@@ -5,31 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsdeploy import catalog
-from dsdeploy.catalog import CatalogEntry
 from dsdeploy.engines.llamacpp import LaunchOptions
 from dsdeploy.errors import ConfigError
-from dsdeploy.modelfile import read_gguf_layout
-from dsdeploy.planner.architecture import Architecture
 from dsdeploy.planner.placement import Machine
 from dsdeploy.planner.plan import Asked, Choice, Plan, make_plan
-from dsdeploy.planner.quants import Quant
+from dsdeploy.planner.subject import stored_entry
 
 SERVE_CONTEXTS = (4096, 2048, 1024)
 """Per slot; a server for several users starts modest and lets --ctx-size raise it."""
-
-
-def stored_shape(name: str, weights: Path) -> tuple[str, Architecture]:
-    """The catalog's numbers when the model is known; otherwise the file's own header."""
-    entry = catalog.find(name)
-    if entry is not None and entry.architecture is not None:
-        return entry.description, entry.architecture
-    return name, read_gguf_layout(weights).architecture
-
-
-def stored_quant(arch: Architecture, weight_file: str, weight_bytes: int) -> Quant:
-    bits = weight_bytes * 8 / arch.total_params
-    return Quant(Path(weight_file).name, bits, int(bits), "the file in the store")
 
 
 def plan_serving(
@@ -44,21 +27,11 @@ def plan_serving(
     parallel: int | None,
 ) -> tuple[LaunchOptions, Plan]:
     """Launch options from the plan; flags given by the user win over its choices."""
-    description, arch = stored_shape(name, weights)
-    entry = CatalogEntry(
-        name=name,
-        source="",
-        format="gguf",
-        description=description,
-        provenance="",
-        architecture=arch,
-        total_params=arch.total_params,
-        active_params=arch.active_params,
-    )
+    entry, quant = stored_entry(name, weights, weight_file, weight_bytes)
     ask = Asked(
         ctx=ctx_size,
         slots=parallel,
-        quants=(stored_quant(arch, weight_file, weight_bytes),),
+        quants=(quant,),
         contexts=SERVE_CONTEXTS,
         allow_vllm=False,
     )
