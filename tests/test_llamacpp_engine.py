@@ -10,13 +10,14 @@ import psutil
 import pytest
 
 from dsdeploy.engines import llamacpp_install
-from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine, choose_launch
+from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
-from dsdeploy.hardware import Hardware
+from dsdeploy.planner.launch import plan_serving
+from dsdeploy.planner.placement import Machine
 from dsdeploy.settings import Settings
 from tests.conftest import run_cli
 
-MACHINE = Hardware(physical_cores=8, logical_cores=16, ram_total=2**35, ram_available=2**34)
+MACHINE = Machine(ram_available=2**34, physical_cores=8, cpu_bandwidth=20e9)
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -39,14 +40,49 @@ def test_context_is_per_slot_times_slots() -> None:
     assert "--no-kv-unified" in argv
 
 
-def test_launch_uses_physical_cores_and_caps_context_at_the_models() -> None:
-    launch = choose_launch(MACHINE, 2048, threads=None, ctx_size=None, parallel=None)
-    assert launch == LaunchOptions(threads=8, ctx_per_slot=2048, parallel=4)
+def serving_launch(**flags: int | None) -> LaunchOptions:
+    given = {"threads": None, "ctx_size": None, "parallel": None} | flags
+    launch, _ = plan_serving("smollm2", Path("/b"), "m.Q4_1.gguf", 96_000_000, MACHINE, **given)
+    return launch
 
 
-def test_launch_flags_win_over_the_rule() -> None:
-    launch = choose_launch(MACHINE, 8192, threads=3, ctx_size=512, parallel=2)
+def test_launch_uses_physical_cores_four_slots_and_4096_tokens_each() -> None:
+    launch = serving_launch(threads=None, ctx_size=None, parallel=None)
+    assert launch == LaunchOptions(threads=8, ctx_per_slot=4096, parallel=4)
+
+
+def test_launch_caps_context_at_the_models() -> None:
+    launch = serving_launch(threads=None, ctx_size=100_000, parallel=None)
+    assert launch.ctx_per_slot == 8192
+
+
+def test_launch_flags_win_over_the_plan() -> None:
+    launch = serving_launch(threads=3, ctx_size=512, parallel=2)
     assert launch == LaunchOptions(threads=3, ctx_per_slot=512, parallel=2)
+
+
+def test_gpu_plan_places_layers_and_experts_itself() -> None:
+    launch = LaunchOptions(8, 4096, 1, gpu_layers=61, cpu_moe_layers=55)
+    argv = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", launch).argv(Path("e.sock"))
+    assert (flag(argv, "--n-gpu-layers"), flag(argv, "--n-cpu-moe")) == ("61", "55")
+    assert flag(argv, "--fit") == "off"
+
+
+def test_cpu_plan_leaves_gpu_flags_out() -> None:
+    argv = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", serving_launch()).argv(
+        Path("e.sock")
+    )
+    assert "--n-gpu-layers" not in argv and "--n-cpu-moe" not in argv
+
+
+def test_quantized_kv_cache_turns_flash_attention_on() -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(1, 512, 1, "q8_0"))
+    argv = engine.argv(Path("e.sock"))
+    assert (flag(argv, "--flash-attn"), flag(argv, "-ctk"), flag(argv, "-ctv")) == (
+        "on",
+        "q8_0",
+        "q8_0",
+    )
 
 
 def test_embedding_models_serve_only_embeddings() -> None:

@@ -12,6 +12,11 @@ from rich.table import Table
 from dsdeploy import __version__
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
+from dsdeploy.hardware import probe
+from dsdeploy.planner.machine import check_ctx, machine_for
+from dsdeploy.planner.plan import Asked, make_plan
+from dsdeploy.planner.render import plan_json, show_hardware, show_plan
+from dsdeploy.planner.subject import plan_subject
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import resolve
@@ -44,7 +49,7 @@ def load_settings(**flags: Any) -> Settings:
 
 
 def fail(exc: DsdeployError) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False)
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, unwrapped
     if isinstance(exc, EngineStartFailed) and exc.log_tail:
         console.print("last lines of the engine log:", style="dim")
         for line in exc.log_tail:
@@ -152,6 +157,41 @@ def engine_list() -> None:
     Console().print(table)
     if active is None:
         console.print("no llama-server yet: run `dsdeploy engine install`")
+
+
+@app.command()
+def hw() -> None:
+    """Show what this machine has: CPU, ISA flags, RAM, swap, disk, NVIDIA GPUs."""
+    settings = load_settings()
+    show_hardware(probe(settings.dirs.data), Console())
+
+
+@app.command()
+def plan(
+    model: Annotated[
+        str,
+        typer.Argument(help="Catalog name (deepseek-r1-distill-qwen-7b), GGUF file or HF folder."),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    gpu: Annotated[str | None, typer.Option(help="Plan for this GPU, e.g. 'RTX 4090'.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="Plan for this many GPUs.")] = None,
+    ram: Annotated[str | None, typer.Option(help="Plan for this much RAM, e.g. 64G.")] = None,
+    ctx: Annotated[int | None, typer.Option(help="Context tokens per slot.")] = None,
+) -> None:
+    """Say how to run a model here (or on a what-if machine), each choice with its reason."""
+    settings = load_settings()
+    try:
+        entry, quants = plan_subject(model)
+        machine = machine_for(probe(settings.dirs.data), gpu=gpu, gpus=gpus, ram=ram)
+        chosen = make_plan(entry, machine, Asked(ctx=check_ctx(ctx), quants=quants))
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    if json_output:
+        print(plan_json(chosen))
+    else:
+        show_plan(chosen, Console())
+    if not chosen.fits:
+        raise typer.Exit(3)
 
 
 def main() -> None:

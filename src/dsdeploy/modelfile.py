@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from dsdeploy.errors import StoreError
+from dsdeploy.planner.architecture import Architecture
 
 
 class ModelInfo(BaseModel):
@@ -30,4 +32,69 @@ def read_gguf_info(path: Path) -> ModelInfo:
         architecture=architecture,
         context_length=context,
         embedding_model=f"{architecture}.pooling_type" in fields,
+    )
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What the planner needs from a model file: its shape and the exact bytes of its tensors."""
+
+    architecture: Architecture
+    weight_bytes: int
+    expert_bytes: int
+    """Bytes of routed-expert tensors (``ffn_*_exps``): what ``--n-cpu-moe`` keeps in RAM."""
+    tensor_types: dict[str, int]
+    """Bytes per tensor type (Q4_K, Q6_K, F32, BF16…), the file's real quantization mix."""
+
+
+def read_gguf_layout(path: Path) -> ModelLayout:
+    """Architecture numbers from the header and the exact size of every tensor."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        fields = reader.fields
+        arch = str(fields["general.architecture"].contents())
+
+        def number(key: str, default: int = 0) -> int:
+            field = fields.get(f"{arch}.{key}")
+            return int(field.contents()) if field is not None else default
+
+        heads = number("attention.head_count")
+        hidden = number("embedding_length")
+        mla_rank = number("attention.kv_lora_rank")
+        rope = number("rope.dimension_count")
+        architecture = Architecture(
+            n_layers=number("block_count"),
+            hidden=hidden,
+            n_heads=heads,
+            n_kv_heads=number("attention.head_count_kv", heads),
+            head_dim=number("attention.key_length", hidden // heads),
+            intermediate=number("feed_forward_length"),
+            vocab=number("vocab_size") or len(fields["tokenizer.ggml.tokens"].data),
+            max_positions=number("context_length"),
+            kv_lora_rank=mla_rank,
+            q_lora_rank=number("attention.q_lora_rank"),
+            qk_rope_head_dim=rope if mla_rank else 0,
+            qk_nope_head_dim=number("attention.key_length_mla") - rope if mla_rank else 0,
+            v_head_dim=number("attention.value_length_mla") if mla_rank else 0,
+            n_routed_experts=number("expert_count"),
+            n_shared_experts=number("expert_shared_count"),
+            experts_per_token=number("expert_used_count"),
+            moe_intermediate=number("expert_feed_forward_length"),
+            first_k_dense_replace=number("leading_dense_block_count"),
+            tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+        )
+    except (KeyError, ValueError) as exc:
+        raise StoreError(f"{path.name} is not a usable GGUF model file: {exc}") from None
+    by_type: dict[str, int] = {}
+    for tensor in reader.tensors:
+        by_type[tensor.tensor_type.name] = by_type.get(tensor.tensor_type.name, 0) + int(
+            tensor.n_bytes
+        )
+    return ModelLayout(
+        architecture=architecture,
+        weight_bytes=sum(by_type.values()),
+        expert_bytes=sum(int(t.n_bytes) for t in reader.tensors if "_exps." in t.name),
+        tensor_types=by_type,
     )

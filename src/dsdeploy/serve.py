@@ -14,10 +14,13 @@ import uvicorn
 from rich.console import Console
 
 from dsdeploy.engines import llamacpp_install
-from dsdeploy.engines.llamacpp import LlamaCppEngine, choose_launch
+from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
 from dsdeploy.hardware import probe
+from dsdeploy.planner.launch import plan_serving
+from dsdeploy.planner.machine import machine_for
+from dsdeploy.planner.render import show_plan
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull, resolve
 from dsdeploy.settings import Settings
@@ -58,17 +61,22 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         with byte_progress(f"pulling {model_name}", console) as progress:
             manifest = pull(entry, store, progress)
     installed = ensure_engine(settings, console)
-    hardware = probe()
-    launch = choose_launch(
-        hardware,
-        manifest.info.context_length,
+    hardware = probe(settings.dirs.data)
+    weights = store.weights_path(manifest)
+    launch, plan = plan_serving(
+        manifest.name,
+        weights,
+        manifest.weights.path,
+        manifest.weights.size,
+        machine_for(hardware, gpu=None, gpus=None, ram=None),
         threads=settings.threads,
         ctx_size=settings.ctx_size,
         parallel=settings.parallel,
     )
+    show_plan(plan, console)
     engine = LlamaCppEngine(
         binary=installed.binary,
-        model_path=store.weights_path(manifest),
+        model_path=weights,
         alias=manifest.name,
         launch=launch,
         embedding_model=manifest.info.embedding_model,

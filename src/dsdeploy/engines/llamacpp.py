@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsdeploy.engines.base import EngineCapabilities
-from dsdeploy.hardware import Hardware
 
 FAILURE_FIXES = (
     (
@@ -26,32 +25,19 @@ FAILURE_FIXES = (
         "the engine could not listen on its private socket: start again",
     ),
 )
-DEFAULT_SLOTS = 4
-DEFAULT_CTX_PER_SLOT = 4096
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
+    """What the planner chose (``dsdeploy.planner.launch``)."""
+
     threads: int
     ctx_per_slot: int
     parallel: int
-
-
-def choose_launch(
-    hardware: Hardware,
-    model_context: int,
-    *,
-    threads: int | None,
-    ctx_size: int | None,
-    parallel: int | None,
-) -> LaunchOptions:
-    """A simple rule until the planner decides: one thread per physical core (decode is
-    memory-bound, hyper-threads add nothing), four slots, up to 4096 tokens each."""
-    return LaunchOptions(
-        threads=threads or hardware.physical_cores,
-        ctx_per_slot=min(ctx_size or DEFAULT_CTX_PER_SLOT, model_context),
-        parallel=parallel or DEFAULT_SLOTS,
-    )
+    kv_type: str = "f16"
+    gpu_layers: int | None = None
+    """None: no GPU in the plan, the engine's default stands."""
+    cpu_moe_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +81,14 @@ class LlamaCppEngine:
             "--log-colors",
             "off",
         ]
+        if launch.kv_type != "f16":
+            # A quantized V cache needs flash attention; llama.cpp refuses it otherwise.
+            argv += ["--flash-attn", "on", "-ctk", launch.kv_type, "-ctv", launch.kv_type]
+        if launch.gpu_layers is not None:
+            # The plan placed the layers; llama.cpp's own --fit would place them again.
+            argv += ["--n-gpu-layers", str(launch.gpu_layers), "--fit", "off"]
+        if launch.cpu_moe_layers:
+            argv += ["--n-cpu-moe", str(launch.cpu_moe_layers)]
         if self.embedding_model:
             argv.append("--embeddings")
         return argv

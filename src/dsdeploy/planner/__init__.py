@@ -1,0 +1,1 @@
+"""Choosing how to run a model: the pure memory estimate and the plan built on it."""
