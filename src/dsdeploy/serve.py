@@ -56,7 +56,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
     if manifest is None:
         entry = resolve(model_name)
         with byte_progress(f"pulling {model_name}", console) as progress:
-            manifest = pull(entry, store, progress)
+            manifest = pull(entry, store, progress, settings)
     installed = ensure_engine(settings, console)
     hardware = probe()
     launch = choose_launch(
