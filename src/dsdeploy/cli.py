@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -45,7 +46,7 @@ def load_settings(**flags: Any) -> Settings:
 
 
 def fail(exc: DsdeployError) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False)
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
     if isinstance(exc, EngineStartFailed) and exc.log_tail:
         console.print("last lines of the engine log:", style="dim")
         for line in exc.log_tail:
@@ -112,10 +113,10 @@ def pull(
         options = PullOptions(
             quant, tuple(include or ()), tuple(exclude or ()), allow_pickle, sha256
         )
-        with byte_progress(f"pulling {entry.name}", console) as progress:
-            manifest = pull_model(
-                entry, Store(settings.dirs.models), progress, settings, options, console.print
-            )
+        bar = partial(byte_progress, console=console)
+        manifest = pull_model(
+            entry, Store(settings.dirs.models), settings, bar, options, console.print
+        )
     except DsdeployError as exc:
         raise fail(exc) from None
     weights = manifest.weights

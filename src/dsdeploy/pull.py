@@ -13,7 +13,7 @@ from dsdeploy.errors import ModelNotFound, StoreError
 from dsdeploy.fit import Fit, assess
 from dsdeploy.hardware import probe
 from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
-from dsdeploy.progress import ProgressHook
+from dsdeploy.progress import ProgressBar, ProgressHook
 from dsdeploy.settings import Settings
 from dsdeploy.sources import PullOptions, RemoteFile, is_source_spec, open_source
 from dsdeploy.sources.select import model_format
@@ -91,21 +91,23 @@ def check_fit(files: list[RemoteFile], store: Store, announce: Announce) -> Fit:
 def pull(
     entry: CatalogEntry,
     store: Store,
-    progress: ProgressHook,
     settings: Settings,
+    bar: ProgressBar,
     options: PullOptions | None = None,
     announce: Announce = lambda line: None,
 ) -> Manifest:
-    """Bring a model's files into the store; blobs already present are not fetched again."""
+    """Bring a model's files into the store; blobs already present are not fetched again.
+    The listing and the fit check come first, so a refusal shows no progress bar."""
     check_model_name(entry.name)
     with closing(open_source(entry.source, options or PullOptions(), settings)) as source:
         remotes = source.files()
         check_fit(remotes, store, announce)
         total = sum(f.size or 0 for f in remotes)
         files: list[StoredFile] = []
-        for remote in remotes:
-            before = sum(f.size for f in files)
-            files.append(source.fetch(remote, store, offset(progress, before, total)))
+        with bar(f"pulling {entry.name}") as progress:
+            for remote in remotes:
+                before = sum(f.size for f in files)
+                files.append(source.fetch(remote, store, offset(progress, before, total)))
     fmt = entry.format or model_format(remotes)
     manifest = Manifest(
         name=entry.name,
