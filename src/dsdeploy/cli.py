@@ -12,7 +12,7 @@ from rich.table import Table
 
 from dsdeploy import __version__, chat_template
 from dsdeploy.engines import llamacpp_install
-from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed, StoreError
+from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import target
@@ -141,9 +141,7 @@ def models_show(name: Annotated[str, typer.Argument(help="Model name in the stor
     """Show a model's files, facts, and its chat template applied to a sample conversation."""
     store = Store(load_settings().dirs.models)
     try:
-        manifest = store.manifest(name)
-        if manifest is None:
-            raise StoreError(f"no model {name!r} in the store; models: {', '.join(store.names())}")
+        manifest = store.get(name)
         rendered = chat_template.preview(store, manifest)
     except DsdeployError as exc:
         raise fail(exc) from None
@@ -158,7 +156,7 @@ def models_show(name: Annotated[str, typer.Argument(help="Model name in the stor
         table.add_row(stored.path, f"{stored.size / 2**20:.1f} MiB", stored.sha256)
     out.print(table)
     out.print("chat template (sandboxed) on a sample conversation:")
-    out.print(rendered or "(no chat template)", markup=False, highlight=False)
+    out.print(rendered or "(no chat template)", markup=False, highlight=False, soft_wrap=True)
 
 
 @models_app.command("rm")

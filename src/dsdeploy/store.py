@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from dsdeploy.errors import IntegrityError, StoreError, UnsafePathError
 from dsdeploy.modelfile import ModelInfo
@@ -37,6 +37,13 @@ class StoredFile(BaseModel):
     path: str = Field(description="Path of the file inside its model, as the source names it.")
     sha256: str = Field(pattern=SHA256_HEX)
     size: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def stays_inside(cls, path: str) -> str:
+        """A manifest edited by hand (or by an attacker) cannot name a path outside the model."""
+        safe_relative_path(path)
+        return path
 
 
 class Manifest(BaseModel):
@@ -226,11 +233,17 @@ class Store:
             )
         return path
 
-    def remove(self, name: str) -> Manifest:
-        """Forget a name; its blobs stay until ``gc``, since other names may share them."""
+    def get(self, name: str) -> Manifest:
+        """A model's manifest, or an error that lists the models there are."""
         found = self.manifest(name)
         if found is None:
-            raise StoreError(f"no model {name!r} in the store; models: {', '.join(self.names())}")
+            known = ", ".join(self.names()) or "none"
+            raise StoreError(f"no model {name!r} in the store; models: {known}")
+        return found
+
+    def remove(self, name: str) -> Manifest:
+        """Forget a name; its blobs stay until ``gc``, since other names may share them."""
+        found = self.get(name)
         (self.manifests / f"{name}.json").unlink()
         return found
 
@@ -256,12 +269,7 @@ class Store:
         """Re-hash every blob the named models use (each blob once), against its name."""
         seen: dict[str, BlobCheck] = {}
         for name in names:
-            found = self.manifest(name)
-            if found is None:
-                raise StoreError(
-                    f"no model {name!r} in the store; models: {', '.join(self.names())}"
-                )
-            for stored in found.files:
+            for stored in self.get(name).files:
                 if stored.sha256 not in seen:
                     seen[stored.sha256] = self.check_blob(stored)
                 yield name, stored, seen[stored.sha256]
