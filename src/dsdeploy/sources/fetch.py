@@ -29,14 +29,13 @@ from dsdeploy.errors import (
 )
 from dsdeploy.fit import ensure_free_space
 from dsdeploy.progress import ProgressHook
+from dsdeploy.sources.sink import BlockSink
 from dsdeploy.store import Store, StoredFile, safe_relative_path
 
 ATTEMPTS = 4
 """Tries per file; each try after the first resumes where the last one stopped."""
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
-PARTIAL_FSYNC_EVERY = 256 << 20
-"""Bytes between fsyncs of the partial file, so a power cut loses at most this much."""
 
 
 @dataclass(frozen=True)
@@ -159,18 +158,15 @@ class Download:
     def receive(
         self, response: httpx.Response, out: BinaryIO, total: int, progress: ProgressHook
     ) -> None:
-        unsynced = 0
         try:
-            for chunk in response.iter_raw():
-                out.write(chunk)
-                self.digests.update(chunk)
-                self.done += len(chunk)
-                unsynced += len(chunk)
-                if unsynced >= PARTIAL_FSYNC_EVERY:
-                    os.fsync(out.fileno())
-                    unsynced = 0
-                progress(self.done, total)
-            out.flush()
+            sink = BlockSink(out, self.digests.update)
+            try:
+                for chunk in response.iter_raw():
+                    self.done += len(chunk)
+                    if sink.add(chunk):
+                        progress(self.done, total)
+            finally:
+                sink.close()
             os.fsync(out.fileno())
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -180,6 +176,7 @@ class Download:
                     "run the same pull again to resume"
                 ) from None
             raise
+        progress(self.done, total)
 
 
 def already_stored(remote: RemoteFile, store: Store) -> StoredFile | None:
