@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 import httpx
 
+from dsdeploy import __version__
 from dsdeploy.errors import (
     AccessDenied,
     IntegrityError,
@@ -29,6 +33,7 @@ from dsdeploy.errors import (
 )
 from dsdeploy.fit import ensure_free_space
 from dsdeploy.progress import ProgressHook
+from dsdeploy.sources.http_body import Body, open_body
 from dsdeploy.sources.sink import BlockSink
 from dsdeploy.store import Store, StoredFile, safe_relative_path
 
@@ -36,6 +41,10 @@ ATTEMPTS = 4
 """Tries per file; each try after the first resumes where the last one stopped."""
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
+"""For the small requests (listings, HEAD, sidecars) that go through httpx."""
+
+USER_AGENT = f"dsdeploy/{__version__}"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class Digests:
         if self.remote.git_sha1 is not None and self.remote.size is not None:
             self.git = hashlib.sha1(f"blob {self.remote.size}\0".encode(), usedforsecurity=False)
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self.sha256.update(chunk)
         if self.git is not None:
             self.git.update(chunk)
@@ -97,23 +106,35 @@ class Digests:
         return None if actual == self.remote.git_sha1 else (self.remote.git_sha1, actual)
 
 
-def raise_for_status(response: httpx.Response, what: str) -> None:
-    status = response.status_code
+def check_status(status: int, url: str, what: str) -> None:
+    host = urlsplit(url).hostname
     if status in (401, 403):
-        raise AccessDenied(f"{what}: access denied (HTTP {status}) by {response.url.host}")
+        raise AccessDenied(f"{what}: access denied (HTTP {status}) by {host}")
     if status == 404:
-        raise RemoteNotFound(f"{what}: not found (HTTP 404) at {response.url}")
+        raise RemoteNotFound(f"{what}: not found (HTTP 404) at {url}")
     if status >= 400 and status != 416:
-        raise SourceError(f"{what}: HTTP {status} from {response.url.host}")
+        raise SourceError(f"{what}: HTTP {status} from {host}")
+
+
+def raise_for_status(response: httpx.Response, what: str) -> None:
+    check_status(response.status_code, str(response.url), what)
+
+
+def read_block(body: Body, buffer: memoryview) -> int:
+    """Fill ``buffer`` from the body; fewer bytes only at the end of the body."""
+    filled = 0
+    while filled < len(buffer) and (got := body.readinto(buffer[filled:])):
+        filled += got
+    return filled
 
 
 class Download:
     """One file's transfer into its partial file, across tries."""
 
-    def __init__(self, client: httpx.Client, remote: RemoteFile, partial: Path) -> None:
-        self.client = client
+    def __init__(self, remote: RemoteFile, partial: Path, headers: Mapping[str, str]) -> None:
         self.remote = remote
         self.partial = partial
+        self.headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **headers}
         self.digests = Digests(remote)
         self.done = self.digests.absorb(partial) if partial.exists() else 0
         if remote.size is not None and self.done > remote.size:
@@ -129,7 +150,13 @@ class Download:
             try:
                 self.one_try(progress)
                 return
-            except httpx.TransportError as exc:
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                    raise StoreError(
+                        f"{self.remote.path}: disk full after {self.done} bytes "
+                        f"({exc.strerror}); free space under {self.partial.parent.parent} "
+                        "and run the same pull again to resume"
+                    ) from None
                 if attempt == ATTEMPTS:
                     raise SourceError(
                         f"{self.remote.path}: download failed ({exc.__class__.__name__}) after "
@@ -137,46 +164,46 @@ class Download:
                     ) from None
 
     def one_try(self, progress: ProgressHook) -> None:
-        headers = {"Accept-Encoding": "identity"}
+        headers = dict(self.headers)
         if self.done:
             headers["Range"] = f"bytes={self.done}-"
-        with self.client.stream("GET", self.remote.url, headers=headers) as response:
-            raise_for_status(response, self.remote.path)
-            if response.status_code == 416 and self.done == self.remote.size:
+        body = open_body(self.remote.url, headers)
+        try:
+            check_status(body.status, body.url, self.remote.path)
+            if body.status == 416 and self.done == self.remote.size:
                 return
-            if self.done and response.status_code != 206:
+            if self.done and body.status != 206:
                 self.restart()
-            elif self.done and not response.headers.get("Content-Range", "").startswith(
-                f"bytes {self.done}-"
-            ):
+            elif self.done and not body.header("Content-Range").startswith(f"bytes {self.done}-"):
                 raise SourceError(f"{self.remote.path}: the server resumed at the wrong offset")
-            length = int(response.headers.get("Content-Length", 0))
+            length = int(body.header("Content-Length") or 0)
             total = self.remote.size or (self.done + length if length else 0)
             with self.partial.open("ab") as out:
-                self.receive(response, out, total, progress)
+                self.receive(body, out, total, progress)
+        finally:
+            body.close()
 
-    def receive(
-        self, response: httpx.Response, out: BinaryIO, total: int, progress: ProgressHook
-    ) -> None:
+    def receive(self, body: Body, out: BinaryIO, total: int, progress: ProgressHook) -> None:
+        """Bytes counted in ``done`` are always the ones handed to the sink, so after a
+        failure the partial file and the digests agree once the sink has closed."""
+        sink = BlockSink(out, self.digests.update)
         try:
-            sink = BlockSink(out, self.digests.update)
-            try:
-                for chunk in response.iter_raw():
-                    self.done += len(chunk)
-                    if sink.add(chunk):
-                        progress(self.done, total)
-            finally:
-                sink.close()
-            os.fsync(out.fileno())
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise StoreError(
-                    f"{self.remote.path}: disk full after {self.done} bytes "
-                    f"({exc.strerror}); free space under {self.partial.parent.parent} and "
-                    "run the same pull again to resume"
-                ) from None
-            raise
-        progress(self.done, total)
+            while True:
+                buffer = sink.buffer()
+                try:
+                    got = read_block(body, buffer)
+                except BaseException:
+                    sink.give_back(buffer)
+                    raise
+                if got:
+                    sink.hand_on(buffer, got)
+                    self.done += got
+                    progress(self.done, total)
+                if got < len(buffer):
+                    break
+        finally:
+            sink.close()
+        os.fsync(out.fileno())
 
 
 def already_stored(remote: RemoteFile, store: Store) -> StoredFile | None:
@@ -188,16 +215,20 @@ def already_stored(remote: RemoteFile, store: Store) -> StoredFile | None:
 
 
 def download(
-    client: httpx.Client, remote: RemoteFile, store: Store, progress: ProgressHook
+    remote: RemoteFile,
+    store: Store,
+    progress: ProgressHook,
+    headers: Mapping[str, str] | None = None,
 ) -> StoredFile:
-    """Bring one remote file into the store's blobs, checked against the source's hash."""
+    """Bring one remote file into the store's blobs, checked against the source's hash.
+    ``headers`` (authorization) go to the file's host only, not to hosts it redirects to."""
     safe_relative_path(remote.path)
     with store.lock(remote.key):
         found = already_stored(remote, store)  # maybe a concurrent pull just finished it
         if found is not None:
             progress(found.size, found.size)
             return found
-        transfer = Download(client, remote, store.resumable_partial(remote.key))
+        transfer = Download(remote, store.resumable_partial(remote.key), headers or {})
         if remote.size is not None:
             ensure_free_space(store.partial, remote.size - transfer.done)
         transfer.run(progress)

@@ -10,7 +10,6 @@ and we want resume and the hash in one pass straight into the store.
 
 from __future__ import annotations
 
-import httpx
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -22,7 +21,7 @@ from huggingface_hub.errors import (
 from dsdeploy.errors import AccessDenied, RemoteNotFound, SourceError
 from dsdeploy.progress import ProgressHook
 from dsdeploy.settings import Settings
-from dsdeploy.sources.fetch import TIMEOUT, RemoteFile, download
+from dsdeploy.sources.fetch import RemoteFile, download
 from dsdeploy.sources.select import PullOptions, choose
 from dsdeploy.store import Store, StoredFile, safe_relative_path
 
@@ -51,8 +50,7 @@ class HfSource:
         self.endpoint = settings.hf_endpoint.rstrip("/")
         token: str | bool = settings.hf_token.get_secret_value() if settings.hf_token else False
         self.api = HfApi(endpoint=self.endpoint, token=token, library_name="dsdeploy")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(headers=headers, follow_redirects=True, timeout=TIMEOUT)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
     def access_hint(self) -> str:
@@ -94,9 +92,9 @@ class HfSource:
 
     def fetch(self, remote: RemoteFile, store: Store, progress: ProgressHook) -> StoredFile:
         try:
-            return download(self.client, remote, store, progress)
+            return download(remote, store, progress, self.headers)
         except AccessDenied as exc:
             raise AccessDenied(f"{exc}; {self.access_hint}") from None
 
     def close(self) -> None:
-        self.client.close()
+        """HfApi keeps no connection of ours open."""

@@ -31,8 +31,8 @@ class ModelScopeSource:
         self.options = options
         self.endpoint = settings.ms_endpoint.rstrip("/")
         token = settings.ms_token.get_secret_value() if settings.ms_token else None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(headers=headers, follow_redirects=True, timeout=TIMEOUT)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(headers=self.headers, follow_redirects=True, timeout=TIMEOUT)
 
     @property
     def api(self) -> str:
@@ -73,7 +73,7 @@ class ModelScopeSource:
         return choose(listing, self.options, self.repo)
 
     def fetch(self, remote: RemoteFile, store: Store, progress: ProgressHook) -> StoredFile:
-        return download(self.client, remote, store, progress)
+        return download(remote, store, progress, self.headers)
 
     def close(self) -> None:
         self.client.close()

@@ -1,10 +1,11 @@
 """Received bytes are written and hashed on two threads of their own.
 
-Receiving, writing to the page cache and sha256 each cost about the same CPU per byte here
-(≈1 GB/s each on one core); done one after another in the receiving thread, a download ran
-at half of curl's speed. Both ``file.write`` and ``hashlib``'s ``update`` release the GIL on
-large buffers, so with the three overlapped the download runs at the pace of the slowest
-of them. Chunks are handed on in lists of megabytes, not joined (a copy), per thread hop.
+Receiving, writing to the page cache and sha256 each cost CPU per byte of the same order;
+done one after another in one thread, a download ran at half of curl's speed. Both
+``file.write`` and ``hashlib``'s ``update`` release the GIL on large buffers, so with the
+three overlapped a download runs at the pace of the slowest of them. The bytes are read
+into a small ring of large buffers, reused once both threads are done with them: no
+per-chunk allocation, no copy between receiving and writing.
 """
 
 from __future__ import annotations
@@ -15,62 +16,64 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-BLOCK = 8 << 20
-MAX_PENDING_BLOCKS = 4
-"""Bounds memory (blocks in flight × BLOCK) when the disk or the hash is slower than the net."""
+BLOCK = 4 << 20
+RING = 4
+"""Buffers in the ring: how far receiving may run ahead of writing and hashing."""
 
 FSYNC_EVERY = 256 << 20
 """Bytes between fsyncs of the partial file, so a power cut loses at most this much."""
 
 
 class BlockSink:
-    def __init__(self, out: BinaryIO, update_hash: Callable[[bytes], None]) -> None:
+    def __init__(self, out: BinaryIO, update_hash: Callable[[memoryview], None]) -> None:
         self.out = out
         self.update_hash = update_hash
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="dsdeploy-write")
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="dsdeploy-hash")
-        self.pending: deque[Future[None]] = deque()
-        self.chunks: list[bytes] = []
-        self.buffered = 0
+        self.free: deque[memoryview] = deque(memoryview(bytearray(BLOCK)) for _ in range(RING))
+        self.busy: deque[tuple[memoryview, Future[None], Future[None]]] = deque()
         self.unsynced = 0
 
-    def add(self, chunk: bytes) -> bool:
-        """Take a chunk; True when a block was handed on (a good moment to show progress)."""
-        self.chunks.append(chunk)
-        self.buffered += len(chunk)
-        if self.buffered < BLOCK:
-            return False
-        self.hand_on()
-        return True
+    def buffer(self) -> memoryview:
+        """A buffer to receive into, once the oldest block is written and hashed."""
+        if not self.free:
+            self.settle_oldest()
+        return self.free.popleft()
 
-    def hand_on(self) -> None:
-        block, size = self.chunks, self.buffered
-        self.chunks = []
-        self.buffered = 0
-        self.pending.append(self.writer.submit(self.write, block, size))
-        self.pending.append(self.hasher.submit(self.hash, block))
-        while len(self.pending) > 2 * MAX_PENDING_BLOCKS:
-            self.pending.popleft().result()
+    def hand_on(self, buffer: memoryview, size: int) -> None:
+        """Write and hash the first ``size`` bytes of ``buffer``; then it is free again."""
+        block = buffer[:size]
+        self.busy.append(
+            (
+                buffer,
+                self.writer.submit(self.write, block),
+                self.hasher.submit(self.update_hash, block),
+            )
+        )
 
-    def hash(self, block: list[bytes]) -> None:
-        for chunk in block:
-            self.update_hash(chunk)
+    def give_back(self, buffer: memoryview) -> None:
+        """A buffer that received nothing."""
+        self.free.append(buffer)
 
-    def write(self, block: list[bytes], size: int) -> None:
-        self.out.writelines(block)
-        self.unsynced += size
+    def settle_oldest(self) -> None:
+        buffer, written, hashed = self.busy.popleft()
+        written.result()
+        hashed.result()
+        self.free.append(buffer)
+
+    def write(self, block: memoryview) -> None:
+        self.out.write(block)
+        self.unsynced += len(block)
         if self.unsynced >= FSYNC_EVERY:
             self.out.flush()
             os.fsync(self.out.fileno())
             self.unsynced = 0
 
     def close(self) -> None:
-        """Wait until every byte taken is written, flushed and hashed; re-raise a failure."""
+        """Wait until every byte handed on is written, flushed and hashed; re-raise a failure."""
         try:
-            if self.chunks:
-                self.hand_on()
-            while self.pending:
-                self.pending.popleft().result()
+            while self.busy:
+                self.settle_oldest()
             self.out.flush()
         finally:
             self.writer.shutdown(wait=True)

@@ -54,7 +54,7 @@ class UrlSource:
         return choose([remote], self.options, self.url)
 
     def fetch(self, remote: RemoteFile, store: Store, progress: ProgressHook) -> StoredFile:
-        return download(self.client, remote, store, progress)
+        return download(remote, store, progress)
 
     def close(self) -> None:
         self.client.close()
