@@ -48,6 +48,8 @@ class Hub:
     """Whether ``/files/NAME.sha256`` answers."""
     corrupt: set[str] = field(default_factory=set)
     """Paths served with one byte flipped (the listing keeps the true hash)."""
+    ranges: bool = True
+    """Whether ``Range`` is honoured; a server that ignores it answers 200 with everything."""
     rate: float | None = None
     """Bytes per second for file bodies; None is as fast as possible."""
     requests: list[tuple[str, str, str]] = field(default_factory=list)
@@ -222,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
             data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        if match and not chunked:
+        if match and self.hub.ranges and not chunked:
             start = int(match.group(1))
             if start >= len(data):
                 self.send_response(416)

@@ -71,6 +71,24 @@ def test_pull_killed_mid_download_resumes_from_its_partial(
     assert not partial.exists()
 
 
+def test_resume_from_a_server_that_ignores_range_starts_the_file_again(
+    gguf_repo: HubServer, isolated_home: Path, smollm2_bytes: bytes
+) -> None:
+    store = Store(isolated_home / "data" / "models")
+    store.resumable_partial(SMOLLM2_SHA256).write_bytes(smollm2_bytes[: 1 << 20])
+    gguf_repo.hub.ranges = False
+    done = run_cli(isolated_home, "pull", *SPEC, HF_ENDPOINT=gguf_repo.url)
+    assert done.returncode == 0, done.stderr
+    assert cdn_requests(gguf_repo) == [f"bytes={1 << 20}-"]
+    assert store.blob_path(SMOLLM2_SHA256).read_bytes() == smollm2_bytes
+
+
+def test_unreachable_hub_is_one_line(isolated_home: Path) -> None:
+    done = run_cli(isolated_home, "pull", *SPEC, HF_ENDPOINT="http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: cannot reach http://127.0.0.1:9: ")
+
+
 def test_concurrent_pulls_of_one_model_download_it_once(
     gguf_repo: HubServer, isolated_home: Path
 ) -> None:

@@ -10,6 +10,7 @@ and we want resume and the hash in one pass straight into the store.
 
 from __future__ import annotations
 
+import httpx2
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -74,7 +75,7 @@ class HfSource:
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             raise SourceError(f"{self.endpoint} answered HTTP {status} for {self.repo}") from None
-        except OSError as exc:
+        except (OSError, httpx2.TransportError) as exc:
             raise SourceError(f"cannot reach {self.endpoint}: {exc}") from None
         listing = [
             RemoteFile(
