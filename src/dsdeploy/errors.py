@@ -4,6 +4,8 @@
     ├── ConfigError               a setting or flag has a value that cannot work
     ├── ModelNotFound             a model name the store and the catalog do not know
     ├── SourceError               a model source could not be read (pip, wheel, network)
+    │   ├── AccessDenied          the hub wants a token or an accepted licence (401/403)
+    │   └── RemoteNotFound        the repo, revision or file does not exist (404)
     ├── StoreError                the model store refused an operation
     │   ├── IntegrityError        bytes did not match their recorded sha256
     │   └── UnsafePathError       a name from outside would escape the store
@@ -17,6 +19,8 @@ OpenAI-style JSON error. Anything else is a bug and is reported without its text
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class DsdeployError(Exception):
@@ -39,17 +43,26 @@ class SourceError(DsdeployError):
     pass
 
 
+class AccessDenied(SourceError):
+    pass
+
+
+class RemoteNotFound(SourceError):
+    pass
+
+
 class StoreError(DsdeployError):
     pass
 
 
 class IntegrityError(StoreError):
-    def __init__(self, what: str, expected: str, actual: str) -> None:
+    def __init__(self, what: str, expected: str, actual: str, quarantined: Path) -> None:
         self.expected = expected
         self.actual = actual
+        self.quarantined = quarantined
         super().__init__(
-            f"{what}: sha256 {actual} does not match the expected {expected}; "
-            "the file was not stored — pull it again"
+            f"{what}: hash {actual} does not match the source's {expected}; the file was "
+            f"not stored (moved to {quarantined}) — pull it again"
         )
 
 

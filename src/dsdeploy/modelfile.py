@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,4 +98,19 @@ def read_gguf_layout(path: Path) -> ModelLayout:
         weight_bytes=sum(by_type.values()),
         expert_bytes=sum(int(t.n_bytes) for t in reader.tensors if "_exps." in t.name),
         tensor_types=by_type,
+    )
+
+
+def read_config_info(path: Path) -> ModelInfo:
+    """The same facts from a Hugging Face checkpoint's ``config.json``."""
+    try:
+        config = json.loads(path.read_bytes())
+        architecture = str(config.get("model_type") or config["architectures"][0])
+        context = int(config.get("max_position_embeddings") or config["n_positions"])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise StoreError(f"config.json does not describe a usable model: {exc}") from None
+    return ModelInfo(
+        architecture=architecture,
+        context_length=context,
+        embedding_model=not any(a.endswith("LM") for a in config.get("architectures", [])),
     )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from rich.console import Console
@@ -23,6 +23,10 @@ class ProgressHook(Protocol):
     """Called with units done so far and the total (0 when the total is unknown)."""
 
     def __call__(self, done: int, total: int) -> None: ...
+
+
+ProgressBar = Callable[[str], AbstractContextManager[ProgressHook]]
+"""Opens a display for one piece of work, given its description (e.g. ``byte_progress``)."""
 
 
 @contextmanager

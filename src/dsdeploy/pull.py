@@ -1,13 +1,25 @@
-"""``dsdeploy pull``: resolve a name to a source, bring its files in, record a manifest."""
+"""``dsdeploy pull``: resolve a name or source, show whether it fits, bring its files in,
+record a manifest."""
 
 from __future__ import annotations
 
-from dsdeploy import catalog, sources
+import re
+from collections.abc import Callable
+from contextlib import closing
+
+from dsdeploy import catalog
 from dsdeploy.catalog import CatalogEntry
-from dsdeploy.errors import ModelNotFound
-from dsdeploy.modelfile import read_gguf_info
-from dsdeploy.progress import ProgressHook
-from dsdeploy.store import Manifest, Store, check_model_name, utc_now, weights_file
+from dsdeploy.errors import ModelNotFound, StoreError
+from dsdeploy.fit import Fit, assess
+from dsdeploy.hardware import probe
+from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
+from dsdeploy.progress import ProgressBar, ProgressHook
+from dsdeploy.settings import Settings
+from dsdeploy.sources import PullOptions, RemoteFile, is_source_spec, open_source
+from dsdeploy.sources.select import model_format
+from dsdeploy.store import Manifest, Store, StoredFile, check_model_name, utc_now, weights_file
+
+Announce = Callable[[str], None]
 
 
 def resolve(name: str) -> CatalogEntry:
@@ -18,16 +30,91 @@ def resolve(name: str) -> CatalogEntry:
     return entry
 
 
-def pull(entry: CatalogEntry, store: Store, progress: ProgressHook) -> Manifest:
-    """Bring a model's files into the store; blobs already present are not fetched again."""
-    files = sources.fetch(entry.source, store, progress)
-    weights = weights_file(files, entry.format)
+def name_for(spec: str, quant: str | None) -> str:
+    """A store name from a source: ``hf:Org/Model-GGUF`` + Q4_K_M -> ``model-gguf-q4_k_m``."""
+    base = spec.rstrip("/").rsplit("/", 1)[-1].split("@")[0].split(":")[-1]
+    base = base.removesuffix(".gguf").removesuffix(".safetensors")
+    if quant:
+        base = f"{base}-{quant}"
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._")
+    return check_model_name(cleaned[:64] or "model")
+
+
+def target(model: str, name: str | None, quant: str | None) -> CatalogEntry:
+    """A catalog name, or a source spec pulled under ``name`` (derived from it if not given)."""
+    if not is_source_spec(model):
+        return resolve(model)
+    chosen = check_model_name(name) if name else name_for(model, quant)
+    return CatalogEntry(name=chosen, source=model, format="", description=model, provenance=model)
+
+
+def weights_bytes(files: list[RemoteFile]) -> int:
+    return sum(f.size or 0 for f in files if f.path.endswith((".gguf", ".safetensors")))
+
+
+def offset(progress: ProgressHook, before: int, overall: int) -> ProgressHook:
+    """One bar for a many-file pull: each file's progress shifted by the files before it."""
+
+    def update(done: int, total: int) -> None:
+        del total
+        progress(before + done, overall)
+
+    return update
+
+
+def read_info(store: Store, files: list[StoredFile], fmt: str) -> ModelInfo:
+    weights = weights_file(files, fmt)
+    if fmt == "gguf":
+        return read_gguf_info(store.blob_path(weights.sha256))
+    config = next((f for f in files if f.path == "config.json"), None)
+    if config is None:
+        raise StoreError("the checkpoint has no config.json, so its architecture is unknown")
+    return read_config_info(store.blob_path(config.sha256))
+
+
+def check_fit(files: list[RemoteFile], store: Store, announce: Announce) -> Fit:
+    missing = sum(
+        f.size or 0
+        for f in files
+        if not (f.sha256 and f.size is not None and store.has_blob(f.sha256, f.size))
+    )
+    fit = assess(missing, weights_bytes(files), store.root, probe().ram_available)
+    announce(fit.summary())
+    if not fit.disk_ok:
+        raise StoreError(
+            f"not enough disk space: {fit.summary()}; free some space (`dsdeploy models gc`) "
+            "or set DSDEPLOY_HOME to a bigger disk"
+        )
+    return fit
+
+
+def pull(
+    entry: CatalogEntry,
+    store: Store,
+    settings: Settings,
+    bar: ProgressBar,
+    options: PullOptions | None = None,
+    announce: Announce = lambda line: None,
+) -> Manifest:
+    """Bring a model's files into the store; blobs already present are not fetched again.
+    The listing and the fit check come first, so a refusal shows no progress bar."""
+    check_model_name(entry.name)
+    with closing(open_source(entry.source, options or PullOptions(), settings)) as source:
+        remotes = source.files()
+        check_fit(remotes, store, announce)
+        total = sum(f.size or 0 for f in remotes)
+        files: list[StoredFile] = []
+        with bar(f"pulling {entry.name}") as progress:
+            for remote in remotes:
+                before = sum(f.size for f in files)
+                files.append(source.fetch(remote, store, offset(progress, before, total)))
+    fmt = entry.format or model_format(remotes)
     manifest = Manifest(
         name=entry.name,
         source=entry.source,
-        format=entry.format,
+        format=fmt,
         files=files,
-        info=read_gguf_info(store.blob_path(weights.sha256)),
+        info=read_info(store, files, fmt),
         pulled_at=utc_now(),
     )
     store.write_manifest(manifest)

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import socket
 from collections.abc import Coroutine
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -58,8 +59,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
     manifest = store.manifest(model_name)
     if manifest is None:
         entry = resolve(model_name)
-        with byte_progress(f"pulling {model_name}", console) as progress:
-            manifest = pull(entry, store, progress)
+        manifest = pull(entry, store, settings, partial(byte_progress, console=console))
     installed = ensure_engine(settings, console)
     hardware = probe(settings.dirs.data)
     weights = store.weights_path(manifest)

