@@ -18,6 +18,10 @@ from dsdeploy.bench.run import SweepOptions, parse_concurrency
 from dsdeploy.bench.workload import Workload
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
+from dsdeploy.eval import quant as eval_quant
+from dsdeploy.eval.perplexity import Window
+from dsdeploy.eval.quant_report import plot_quant_eval, print_quant_eval
+from dsdeploy.eval.quant_results import quant_eval_path, save_quant_eval
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import resolve
@@ -30,6 +34,8 @@ engine_app = typer.Typer(no_args_is_help=True, help="Install and list inference 
 models_app = typer.Typer(no_args_is_help=True, help="Models in the local store.")
 app.add_typer(engine_app, name="engine")
 app.add_typer(models_app, name="models")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure model quality on this machine.")
+app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 
 
@@ -50,7 +56,7 @@ def load_settings(**flags: Any) -> Settings:
 
 
 def fail(exc: DsdeployError) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False)
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
     if isinstance(exc, EngineStartFailed) and exc.log_tail:
         console.print("last lines of the engine log:", style="dim")
         for line in exc.log_tail:
@@ -205,6 +211,48 @@ def bench(
     bench_report.write_json(report, folder / "bench.json")
     bench_report.plot(report, folder / "bench.png")
     console.print(f"wrote {folder / 'bench.json'} and {folder / 'bench.png'}")
+
+
+@eval_app.command("quant")
+def eval_quant_command(
+    model: Annotated[str, typer.Argument(help="Model name in the store.")] = DEFAULT_MODEL,
+    quant: Annotated[
+        list[str] | None, typer.Option(help="llama-quantize type to measure; repeat.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Higher-precision GGUF to compare against.")
+    ] = None,
+    ctx: Annotated[int, typer.Option(help="Tokens per perplexity chunk.")] = 512,
+    chunks: Annotated[
+        int | None, typer.Option(help="Chunks of text to score (default all).")
+    ] = None,
+    max_kld: Annotated[float, typer.Option(help="Largest mean KLD to recommend.")] = 0.05,
+    min_top1: Annotated[float, typer.Option(help="Least top-1 agreement to recommend, %.")] = 90.0,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the quantized files in this folder.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+) -> None:
+    """Quantize a model to each type and measure what each costs: PPL, KL divergence, top-1."""
+    settings = load_settings(threads=threads)
+    try:
+        result = eval_quant.evaluate_quantizations(
+            settings,
+            model,
+            quant or [],
+            reference,
+            Window(ctx=ctx, chunks=chunks, threads=eval_quant.default_threads(settings)),
+            eval_quant.Bounds(max_kld=max_kld, min_same_top_p=min_top1),
+            keep,
+            console,
+        )
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    path = save_quant_eval(settings.dirs, result)
+    png = quant_eval_path(settings.dirs, model).with_suffix(".png")
+    plot_quant_eval(result, png)
+    print_quant_eval(result, Console())
+    console.print(f"wrote {path} and {png}")
 
 
 def main() -> None:
