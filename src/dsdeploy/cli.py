@@ -22,7 +22,7 @@ from dsdeploy.eval import quant as eval_quant
 from dsdeploy.eval.perplexity import Window
 from dsdeploy.eval.quant_report import plot_quant_eval, print_quant_eval
 from dsdeploy.eval.quant_results import quant_eval_path, save_quant_eval
-from dsdeploy.progress import byte_progress, step_progress
+from dsdeploy.progress import byte_progress, report_console, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import resolve
 from dsdeploy.serve import serve as run_server
@@ -207,7 +207,7 @@ def bench(
         )
     except DsdeployError as exc:
         raise fail(exc) from None
-    bench_report.print_report(report, Console())
+    bench_report.print_report(report, report_console())
     bench_report.write_json(report, folder / "bench.json")
     bench_report.plot(report, folder / "bench.png")
     console.print(f"wrote {folder / 'bench.json'} and {folder / 'bench.png'}")
@@ -251,7 +251,7 @@ def eval_quant_command(
     path = save_quant_eval(settings.dirs, result)
     png = quant_eval_path(settings.dirs, model).with_suffix(".png")
     plot_quant_eval(result, png)
-    print_quant_eval(result, Console())
+    print_quant_eval(result, report_console())
     console.print(f"wrote {path} and {png}")
 
 

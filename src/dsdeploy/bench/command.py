@@ -13,13 +13,14 @@ from dsdeploy.bench.client import Target, parse_target
 from dsdeploy.bench.launch import LocalServer, start_local_server
 from dsdeploy.bench.model_bytes import bytes_read_per_token
 from dsdeploy.bench.provenance import Machine, busy, git_revision, machine_now, utc_timestamp
-from dsdeploy.bench.run import SweepOptions, sweep
+from dsdeploy.bench.run import SweepOptions, served_models, sweep
 from dsdeploy.bench.stats import NOISY_CV, Row, ceiling_tokens_per_s, summarize
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.errors import BenchError, ModelNotFound
 from dsdeploy.memory_bandwidth import measure_read_bandwidth
 from dsdeploy.progress import step_progress
-from dsdeploy.settings import Settings
+from dsdeploy.pull import resolve
+from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Store
 
 BENCH_CTX_PER_SLOT = 2048
@@ -94,7 +95,9 @@ def bench(
     server: LocalServer | None = None
     try:
         if compare_raw:
-            model = model or "smollm2"
+            model = model or DEFAULT_MODEL
+            if Store(settings.dirs.models).manifest(model) is None:
+                resolve(model)  # serve pulls a catalog model; anything else fails here
             log = out / "serve.log"
             console.print(f"starting dsdeploy serve {model} (log: {log})")
             server = start_local_server(model, serve_flags(settings, options), log)
@@ -115,6 +118,7 @@ def measure(
     options: SweepOptions,
     console: Console,
 ) -> BenchReport:
+    served = asyncio.run(served_models(targets))
     facts = model_facts(settings, model) if model else None
     machine = machine_now()
     threads = settings.threads or machine.physical_cores
@@ -122,7 +126,7 @@ def measure(
     bandwidth = measure_read_bandwidth(threads)
     ceiling = ceiling_tokens_per_s(bandwidth, facts.bytes_per_token) if facts else None
     with step_progress("benchmarking", console) as progress:
-        trials = asyncio.run(sweep(targets, options, progress))
+        trials = asyncio.run(sweep(targets, served, options, progress))
     load_after = os.getloadavg()
     rows = summarize(trials, ceiling)
     noisy = busy(machine.load_average_before, machine.physical_cores) or any(

@@ -34,10 +34,15 @@ class SweepOptions:
         return self.requests or max(concurrency, MIN_REQUESTS_PER_TRIAL)
 
 
+async def served_models(targets: list[Target]) -> dict[str, str]:
+    """Each target's model id, asked before anything is measured: an unreachable target
+    fails the run at once."""
+    return {target.name: await served_model(target) for target in targets}
+
+
 async def sweep(
-    targets: list[Target], options: SweepOptions, progress: ProgressHook
+    targets: list[Target], models: dict[str, str], options: SweepOptions, progress: ProgressHook
 ) -> list[Trial]:
-    models = {target.name: await served_model(target) for target in targets}
     indices = itertools.count()
     workload = options.workload
     for target in targets:  # warm-up, discarded: first requests pay for lazy allocations
