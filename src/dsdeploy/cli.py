@@ -22,6 +22,9 @@ from dsdeploy.eval import quant as eval_quant
 from dsdeploy.eval.perplexity import Window
 from dsdeploy.eval.quant_report import plot_quant_eval, print_quant_eval
 from dsdeploy.eval.quant_results import quant_eval_path, save_quant_eval
+from dsdeploy.eval.tasks import load_sets
+from dsdeploy.eval.tasks_report import print_scores, write_scores
+from dsdeploy.eval.tasks_run import evaluate_tasks
 from dsdeploy.progress import byte_progress, report_console, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import resolve
@@ -253,6 +256,34 @@ def eval_quant_command(
     plot_quant_eval(result, png)
     print_quant_eval(result, report_console())
     console.print(f"wrote {path} and {png}")
+
+
+@eval_app.command("tasks")
+def eval_tasks_command(
+    target: Annotated[
+        list[str] | None, typer.Option(help="NAME=URL of a running deployment; repeat.")
+    ] = None,
+    gguf: Annotated[
+        list[Path] | None, typer.Option(help="GGUF file to serve and score (e.g. each quant).")
+    ] = None,
+    task_set: Annotated[
+        list[str] | None, typer.Option("--set", help="Question set (default: all); repeat.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Questions asked at once.")] = 4,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+) -> None:
+    """Accuracy of deployments on small offline question sets, through the OpenAI API."""
+    settings = load_settings(threads=threads)
+    try:
+        sets = load_sets(task_set or [])
+        with step_progress("asking", console) as progress:
+            scores = evaluate_tasks(settings, target or [], gguf or [], sets, concurrency, progress)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    path = settings.dirs.data / "evals" / "tasks" / f"{utc_timestamp()}.json"
+    write_scores(scores, path)
+    print_scores(scores, report_console())
+    console.print(f"wrote {path}")
 
 
 def main() -> None:
