@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from gguf import GGML_QUANT_SIZES, GGUFReader
 
-from dsdeploy.eval.quant_results import load_quant_eval
+from dsdeploy.eval.quant import Bounds, recommend
+from dsdeploy.eval.quant_results import QuantRow, load_quant_eval
 from dsdeploy.paths import Dirs
 from tests.conftest import run_cli
-
-pytestmark = pytest.mark.engine
 
 SHORT_TEXT = ("--ctx", "128", "--chunks", "4")
 """512 tokens of the shipped text: enough to order the types, a few seconds per model."""
@@ -35,6 +34,7 @@ def tensor_spans_on_disk(path: Path) -> list[tuple[int, int]]:
     return spans
 
 
+@pytest.mark.engine
 def test_kl_divergence_grows_as_bits_fall_and_sizes_follow_the_types(
     model_home: Path, tmp_path: Path
 ) -> None:
@@ -62,6 +62,7 @@ def test_kl_divergence_grows_as_bits_fall_and_sizes_follow_the_types(
             assert predicted <= on_disk < predicted + 32  # GGUF aligns tensors to 32 bytes
 
 
+@pytest.mark.engine
 def test_unknown_quantization_is_one_line_naming_the_known_ones(model_home: Path) -> None:
     done = run_cli(model_home, "eval", "quant", "smollm2", "--quant", "Q9_X")
     assert done.returncode == 1
@@ -71,6 +72,7 @@ def test_unknown_quantization_is_one_line_naming_the_known_ones(model_home: Path
     assert "Q4_K_M" in lines[0]
 
 
+@pytest.mark.engine
 def test_reference_with_no_more_bits_than_the_quantization_is_refused(
     model_home: Path, tmp_path: Path
 ) -> None:
@@ -84,7 +86,35 @@ def test_reference_with_no_more_bits_than_the_quantization_is_refused(
     assert "Q8_0" in done.stderr
 
 
+@pytest.mark.engine
 def test_unknown_model_is_one_line(model_home: Path) -> None:
     done = run_cli(model_home, "eval", "quant", "nosuchmodel")
     assert done.returncode == 1
     assert done.stderr.startswith("error: unknown model 'nosuchmodel'")
+
+
+def quant_row(file_type: str, mib: int, kld: float, top1: float) -> QuantRow:
+    return QuantRow(
+        file_type=file_type, size_bytes=mib * 2**20, bits_per_weight=8.0, perplexity=10.0,
+        perplexity_delta=0.0, mean_kld=kld, mean_kld_error=0.0, kld_p99=kld, same_top_p=top1,
+    )  # fmt: skip
+
+
+def test_recommendation_is_the_smallest_file_within_both_bounds() -> None:
+    rows = [quant_row("Q8_0", 138, 0.005, 96), quant_row("Q4_K_M", 100, 0.04, 91),
+            quant_row("Q2_K", 84, 0.4, 62)]  # fmt: skip
+    picked, line = recommend(rows, Bounds(max_kld=0.05, min_same_top_p=90), [])
+    assert picked == "Q4_K_M"
+    assert "dequantized" not in line
+    picked, line = recommend(rows, Bounds(max_kld=0.01, min_same_top_p=90), [])
+    assert picked == "Q8_0"
+    picked, line = recommend(rows, Bounds(max_kld=0.001, min_same_top_p=99), [])
+    assert picked is None
+    assert "the most faithful is Q8_0" in line
+
+
+def test_recommending_the_type_the_reference_came_from_says_so() -> None:
+    rows = [quant_row("Q8_0", 138, 0.005, 96), quant_row("Q4_1", 94, 0.003, 96)]
+    picked, line = recommend(rows, Bounds(), ["Q4_1", "Q8_0"])
+    assert picked == "Q4_1"
+    assert "dequantized from Q4_1" in line

@@ -70,9 +70,9 @@ def model_manifest(store: Store, model: str) -> Manifest:
 
 def prepare_reference(
     tools: Tools, source: Path, given: Path | None, types: list[str], work: Path
-) -> tuple[QuantizedFile, str]:
-    """The reference file and how it was obtained; a given one must hold more bits per
-    weight than every type measured against it."""
+) -> tuple[QuantizedFile, str, list[str]]:
+    """The reference file, how it was obtained and the types it was dequantized from; a
+    given one must hold more bits per weight than every type measured against it."""
     if given is not None:
         if not given.is_file():
             raise EvalError(f"reference {given} does not exist")
@@ -83,16 +83,18 @@ def prepare_reference(
                 f"no higher-precision reference: {given.name} holds {bits:.2f} bits per weight, "
                 f"no more than {', '.join(coarser)}; pass an F16, BF16 or F32 GGUF as --reference"
             )
-        return QuantizedFile(given, bits), f"{given.name} ({bits:.2f} bits per weight)"
+        return QuantizedFile(given, bits), f"{given.name} ({bits:.2f} bits per weight)", []
     held = weight_types(source)
     quantized = sorted(set(held) - FULL_PRECISION, key=lambda name: -held[name])
     if not quantized:
-        return QuantizedFile(source, bits_per_weight(source)), "the model's own weights"
+        return QuantizedFile(source, bits_per_weight(source)), "the model's own weights", []
     reference = quantize(tools.quantize, source, work / "reference-F16.gguf", "F16", tools.threads)
-    return reference, f"F16 dequantized from the model's {'+'.join(quantized)} weights"
+    return reference, f"F16 dequantized from the model's {'+'.join(quantized)} weights", quantized
 
 
-def recommend(rows: list[QuantRow], bounds: Bounds) -> tuple[str | None, str]:
+def recommend(
+    rows: list[QuantRow], bounds: Bounds, dequantized_from: list[str]
+) -> tuple[str | None, str]:
     within = [
         r for r in rows if r.mean_kld <= bounds.max_kld and r.same_top_p >= bounds.min_same_top_p
     ]
@@ -104,11 +106,17 @@ def recommend(rows: list[QuantRow], bounds: Bounds) -> tuple[str | None, str]:
             f"(KLD {best.mean_kld:.4f}, {best.same_top_p:.1f}%)"
         )
     pick = min(within, key=lambda r: r.size_bytes)
-    return pick.file_type, (
+    line = (
         f"{pick.file_type}: the smallest file ({pick.size_bytes / 2**20:.1f} MiB) with mean KLD "
         f"≤ {bounds.max_kld} ({pick.mean_kld:.4f}) and top-1 agreement ≥ "
         f"{bounds.min_same_top_p:.0f}% ({pick.same_top_p:.1f}%)"
     )
+    if pick.file_type in dequantized_from:
+        line += (
+            f"; the reference was dequantized from {pick.file_type}, which therefore "
+            "reproduces it almost exactly"
+        )
+    return pick.file_type, line
 
 
 def evaluate_quantizations(
@@ -136,7 +144,9 @@ def evaluate_quantizations(
         step_progress(f"evaluating {len(types)} quantizations of {model}", console) as progress,
     ):
         work = Path(tmp)
-        ref, description = prepare_reference(tools, source, reference, types, work)
+        ref, description, dequantized_from = prepare_reference(
+            tools, source, reference, types, work
+        )
         logits = work / "reference.kld"
         text = evaluation_text()
         ref_ppl = save_reference(tools.perplexity, ref.path, text, logits, window)
@@ -171,7 +181,7 @@ def evaluate_quantizations(
                 quantized.path.unlink()
             progress(done, len(types) + 1)
         ref_size = ref.path.stat().st_size
-    recommended, recommendation = recommend(rows, bounds)
+    recommended, recommendation = recommend(rows, bounds, dequantized_from)
     installed = locate(settings.dirs, settings.llama_server, settings.engine_backend)
     return QuantEval(
         model=model,
@@ -185,6 +195,7 @@ def evaluate_quantizations(
             description=description,
             size_bytes=ref_size,
             bits_per_weight=ref.bits_per_weight,
+            dequantized_from=dequantized_from,
             perplexity=ref_ppl,
         ),
         rows=rows,

@@ -30,6 +30,10 @@ class Reference(BaseModel):
     size_bytes: int
     bits_per_weight: float
     perplexity: float
+    dequantized_from: list[str] = Field(
+        default_factory=list,
+        description="Types of the model's weights when the reference had to be dequantized.",
+    )
 
 
 class QuantEval(BaseModel):
