@@ -11,6 +11,8 @@ import pytest
 from gguf import GGUFWriter
 
 from dsdeploy.bench.model_bytes import bytes_read_per_token
+from dsdeploy.bench.workload import Workload
+from dsdeploy.errors import BenchError
 from tests.conftest import Server, free_port, run_cli
 
 TINY = ("--concurrency", "1,2", "--reps", "1", "--max-tokens", "8", "--prompt-words", "16")
@@ -135,3 +137,20 @@ def test_tied_output_weights_read_the_whole_embedding_table(tmp_path: Path) -> N
     path = tmp_path / "tied.gguf"
     write_gguf(path, {"token_embd.weight": (100, 16), "blk.0.attn_q.weight": (16, 16)}, (0, 0))
     assert bytes_read_per_token(path) == 4 * (100 * 16 + 16 * 16)
+
+
+def test_unique_prompts_never_share_a_prefix_and_shared_ones_do() -> None:
+    unique = Workload(prompt_words=64, max_tokens=8, shared_prefix=False)
+    shared = Workload(prompt_words=64, max_tokens=8, shared_prefix=True)
+    first_words = {tuple(unique.prompt(i).split()[:3]) for i in range(40)}
+    assert len(first_words) == 40  # every request starts somewhere else in the text
+    passages = {shared.prompt(i).split("\n\nRequest")[0] for i in range(40)}
+    assert len(passages) == 1
+    assert shared.prompt(1) != shared.prompt(2)  # each still asks its own question
+    body = unique.body("smollm2", 0)
+    assert body["ignore_eos"] is True and body["stream"] is True
+
+
+def test_a_workload_too_long_for_the_text_is_refused() -> None:
+    with pytest.raises(BenchError, match="--prompt-words must be between"):
+        Workload(prompt_words=10**6, max_tokens=8, shared_prefix=False)
