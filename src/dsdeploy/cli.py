@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,14 +12,26 @@ from rich.console import Console
 from rich.table import Table
 
 from dsdeploy import __version__, chat_template
+from dsdeploy.bench import command as bench_command
+from dsdeploy.bench import report as bench_report
+from dsdeploy.bench.provenance import utc_timestamp
+from dsdeploy.bench.run import SweepOptions, parse_concurrency
+from dsdeploy.bench.workload import Workload
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
+from dsdeploy.eval import quant as eval_quant
+from dsdeploy.eval.perplexity import Window
+from dsdeploy.eval.quant_report import plot_quant_eval, print_quant_eval
+from dsdeploy.eval.quant_results import quant_eval_path, save_quant_eval
+from dsdeploy.eval.tasks import load_sets
+from dsdeploy.eval.tasks_report import print_scores, write_scores
+from dsdeploy.eval.tasks_run import evaluate_tasks
 from dsdeploy.hardware import probe
 from dsdeploy.planner.machine import check_ctx, machine_for
 from dsdeploy.planner.plan import Asked, make_plan
 from dsdeploy.planner.render import plan_json, show_hardware, show_plan
 from dsdeploy.planner.subject import plan_subject
-from dsdeploy.progress import byte_progress, step_progress
+from dsdeploy.progress import byte_progress, report_console, step_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import target
 from dsdeploy.serve import serve as run_server
@@ -31,6 +44,8 @@ engine_app = typer.Typer(no_args_is_help=True, help="Install and list inference 
 models_app = typer.Typer(no_args_is_help=True, help="Models in the local store.")
 app.add_typer(engine_app, name="engine")
 app.add_typer(models_app, name="models")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure model quality on this machine.")
+app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 
 
@@ -276,6 +291,123 @@ def plan(
         show_plan(chosen, Console())
     if not chosen.fits:
         raise typer.Exit(3)
+
+
+@app.command()
+def bench(
+    target: Annotated[
+        list[str] | None, typer.Option(help="NAME=URL of an OpenAI-compatible server; repeat.")
+    ] = None,
+    compare_raw: Annotated[
+        bool, typer.Option(help="Start dsdeploy serve and measure it beside its raw engine.")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option(help="Store model the targets serve (for η and its sha256).")
+    ] = None,
+    concurrency: Annotated[str, typer.Option(help="Concurrent streams to sweep.")] = "1,4,16",
+    reps: Annotated[int, typer.Option(help="Repetitions, alternating the targets.")] = 5,
+    prompt_words: Annotated[int, typer.Option(help="Words of text in each prompt.")] = 128,
+    max_tokens: Annotated[int, typer.Option(help="Tokens each request decodes.")] = 128,
+    shared_prefix: Annotated[
+        bool, typer.Option(help="Every prompt starts with the same passage.")
+    ] = False,
+    requests: Annotated[
+        int | None, typer.Option(help="Requests per trial (default: max(concurrency, 4)).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for bench.json and bench.png.")] = None,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+    parallel: Annotated[int | None, typer.Option(help=describe("parallel"))] = None,
+    ctx_size: Annotated[int | None, typer.Option(help=describe("ctx_size"))] = None,
+) -> None:
+    """Measure TTFT, TPOT and tokens/s of servers side by side, against the memory ceiling."""
+    settings = load_settings(threads=threads, parallel=parallel, ctx_size=ctx_size)
+    try:
+        options = SweepOptions(
+            concurrency=parse_concurrency(concurrency),
+            repetitions=reps,
+            workload=Workload(prompt_words, max_tokens, shared_prefix),
+            requests=requests,
+        )
+        folder = out or settings.dirs.data / "bench" / utc_timestamp()
+        report = bench_command.bench(
+            settings, target or [], compare_raw, model, options, folder, console
+        )
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    bench_report.print_report(report, report_console())
+    bench_report.write_json(report, folder / "bench.json")
+    bench_report.plot(report, folder / "bench.png")
+    console.print(f"wrote {folder / 'bench.json'} and {folder / 'bench.png'}")
+
+
+@eval_app.command("quant")
+def eval_quant_command(
+    model: Annotated[str, typer.Argument(help="Model name in the store.")] = DEFAULT_MODEL,
+    quant: Annotated[
+        list[str] | None, typer.Option(help="llama-quantize type to measure; repeat.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Higher-precision GGUF to compare against.")
+    ] = None,
+    ctx: Annotated[int, typer.Option(help="Tokens per perplexity chunk.")] = 512,
+    chunks: Annotated[
+        int | None, typer.Option(help="Chunks of text to score (default all).")
+    ] = None,
+    max_kld: Annotated[float, typer.Option(help="Largest mean KLD to recommend.")] = 0.05,
+    min_top1: Annotated[float, typer.Option(help="Least top-1 agreement to recommend, %.")] = 90.0,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the quantized files in this folder.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+) -> None:
+    """Quantize a model to each type and measure what each costs: PPL, KL divergence, top-1."""
+    settings = load_settings(threads=threads)
+    try:
+        result = eval_quant.evaluate_quantizations(
+            settings,
+            model,
+            quant or [],
+            reference,
+            Window(ctx=ctx, chunks=chunks, threads=eval_quant.default_threads(settings)),
+            eval_quant.Bounds(max_kld=max_kld, min_same_top_p=min_top1),
+            keep,
+            console,
+        )
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    path = save_quant_eval(settings.dirs, result)
+    png = quant_eval_path(settings.dirs, model).with_suffix(".png")
+    plot_quant_eval(result, png)
+    print_quant_eval(result, report_console())
+    console.print(f"wrote {path} and {png}")
+
+
+@eval_app.command("tasks")
+def eval_tasks_command(
+    target: Annotated[
+        list[str] | None, typer.Option(help="NAME=URL of a running deployment; repeat.")
+    ] = None,
+    gguf: Annotated[
+        list[Path] | None, typer.Option(help="GGUF file to serve and score (e.g. each quant).")
+    ] = None,
+    task_set: Annotated[
+        list[str] | None, typer.Option("--set", help="Question set (default: all); repeat.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Questions asked at once.")] = 4,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+) -> None:
+    """Accuracy of deployments on small offline question sets, through the OpenAI API."""
+    settings = load_settings(threads=threads)
+    try:
+        sets = load_sets(task_set or [])
+        with step_progress("asking", console) as progress:
+            scores = evaluate_tasks(settings, target or [], gguf or [], sets, concurrency, progress)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    path = settings.dirs.data / "evals" / "tasks" / f"{utc_timestamp()}.json"
+    write_scores(scores, path)
+    print_scores(scores, report_console())
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

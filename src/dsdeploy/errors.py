@@ -9,10 +9,12 @@
     ├── StoreError                the model store refused an operation
     │   ├── IntegrityError        bytes did not match their recorded sha256
     │   └── UnsafePathError       a name from outside would escape the store
-    └── EngineError
-        ├── EngineNotInstalled    no engine binary for this machine yet
-        ├── EngineBuildFailed     building the engine from source failed
-        └── EngineStartFailed     the engine did not become ready
+    ├── EngineError
+    │   ├── EngineNotInstalled    no engine binary for this machine yet
+    │   ├── EngineBuildFailed     building the engine from source failed
+    │   └── EngineStartFailed     the engine did not become ready
+    ├── BenchError                a benchmark target is unreachable or answered badly
+    └── EvalError                 a quality evaluation cannot run as asked
 
 Only the edges translate them: the CLI to a line and an exit code, the gateway to an
 OpenAI-style JSON error. Anything else is a bug and is reported without its text.
@@ -88,3 +90,11 @@ class EngineStartFailed(EngineError):
     def __init__(self, message: str, log_tail: list[str]) -> None:
         self.log_tail = log_tail
         super().__init__(message)
+
+
+class BenchError(DsdeployError):
+    pass
+
+
+class EvalError(DsdeployError):
+    pass

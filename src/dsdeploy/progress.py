@@ -81,3 +81,10 @@ def plain_percent_lines(description: str, console: Console) -> ProgressHook:
             console.print(f"{description}: {percent}%")
 
     return update
+
+
+def report_console() -> Console:
+    """Standard output for result tables: the terminal's width, or 160 columns when piped
+    to a file or a log, where rich would otherwise squeeze a wide table into 80."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

@@ -1,0 +1,92 @@
+"""Start ``dsdeploy serve`` for a comparison with the raw engine behind it.
+
+The raw target is the very llama-server process the gateway fronts, reached on its private
+Unix socket: same binary, model, flags and memory, so the difference between the two
+targets is the gateway and nothing else. Its socket is read from the engine's command line.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from dsdeploy.bench.client import Target
+from dsdeploy.errors import BenchError
+
+START_TIMEOUT_S = 900.0
+"""A first run may build the engine (about 10 minutes on 2 cores) before it serves."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalServer:
+    process: subprocess.Popen[bytes]
+    gateway: Target
+    raw: Target
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # serve stops its engine gracefully on SIGTERM
+        self.process.wait(timeout=60)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise BenchError(f"dsdeploy serve exited ({' '.join(tail)}); full log: {log}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise BenchError(f"dsdeploy serve did not become ready in {START_TIMEOUT_S:.0f} s; see {log}")
+
+
+def engine_socket(process: subprocess.Popen[bytes]) -> str:
+    for child in psutil.Process(process.pid).children(recursive=True):
+        argv = child.cmdline()
+        if "--host" in argv and argv[argv.index("--host") + 1].endswith(".sock"):
+            return argv[argv.index("--host") + 1]
+    raise BenchError("dsdeploy serve runs no engine on a Unix socket")
+
+
+def start_local_server(model: str, serve_flags: list[str], log: Path) -> LocalServer:
+    """``dsdeploy serve MODEL`` on a free loopback port, in this environment (so the same
+    DSDEPLOY_* settings), with the flags given; returns once it answers /health."""
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "dsdeploy", "serve", model, "--port", str(port)]
+    with log.open("wb") as sink:
+        process = subprocess.Popen([*command, *serve_flags], stdout=sink, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(process, base_url, log)
+        uds = engine_socket(process)
+    except BaseException:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=60)
+        raise
+    return LocalServer(
+        process=process,
+        gateway=Target("dsdeploy", f"{base_url}/v1"),
+        raw=Target("llama-server", "http://llama-server/v1", uds=uds),
+        log=log,
+    )

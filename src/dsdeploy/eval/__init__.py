@@ -1,0 +1,1 @@
+"""``dsdeploy eval``: what quantization costs in quality, measured on this machine."""

@@ -1,0 +1,13 @@
+"""The evaluation text shipped with dsdeploy (public domain; see data/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+EVALUATION_TEXT = "hamlet-act1-scenes1-2.txt"
+
+
+def evaluation_text() -> Path:
+    """Shakespeare's Hamlet, Act I scenes 1–2: ~20 kB, about 5,000 tokens for most vocabularies."""
+    return DATA / EVALUATION_TEXT
