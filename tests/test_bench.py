@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from gguf import GGUFWriter
 
-from dsdeploy.bench.model_bytes import bytes_read_per_token
 from dsdeploy.bench.workload import Workload
 from dsdeploy.errors import BenchError
+from dsdeploy.modelfile import gguf_bytes_read_per_token
 from tests.conftest import Server, free_port, run_cli
 
 TINY = ("--concurrency", "1,2", "--reps", "1", "--max-tokens", "8", "--prompt-words", "16")
@@ -130,13 +130,13 @@ def test_bytes_per_token_gathers_one_embedding_row_and_only_the_experts_used(
         "blk.0.ffn_up_exps.weight": (8, 32, 16),  # 8 experts, 2 used per token
     }
     write_gguf(path, tensors, experts=(8, 2))
-    assert bytes_read_per_token(path) == 4 * (16 + 100 * 16 + 16 * 16 + 2 * 32 * 16)
+    assert gguf_bytes_read_per_token(path) == 4 * (16 + 100 * 16 + 16 * 16 + 2 * 32 * 16)
 
 
 def test_tied_output_weights_read_the_whole_embedding_table(tmp_path: Path) -> None:
     path = tmp_path / "tied.gguf"
     write_gguf(path, {"token_embd.weight": (100, 16), "blk.0.attn_q.weight": (16, 16)}, (0, 0))
-    assert bytes_read_per_token(path) == 4 * (100 * 16 + 16 * 16)
+    assert gguf_bytes_read_per_token(path) == 4 * (100 * 16 + 16 * 16)
 
 
 def test_unique_prompts_never_share_a_prefix_and_shared_ones_do() -> None:

@@ -11,13 +11,14 @@ from rich.console import Console
 
 from dsdeploy.bench.client import Target, parse_target
 from dsdeploy.bench.launch import LocalServer, start_local_server
-from dsdeploy.bench.model_bytes import bytes_read_per_token
 from dsdeploy.bench.provenance import Machine, busy, git_revision, machine_now, utc_timestamp
 from dsdeploy.bench.run import SweepOptions, served_models, sweep
-from dsdeploy.bench.stats import NOISY_CV, Row, ceiling_tokens_per_s, summarize
+from dsdeploy.bench.stats import NOISY_CV, Row, summarize
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.errors import BenchError, ModelNotFound
 from dsdeploy.memory_bandwidth import measure_read_bandwidth
+from dsdeploy.modelfile import gguf_bytes_read_per_token
+from dsdeploy.planner.memory import decode_tokens_per_s_bound
 from dsdeploy.progress import step_progress
 from dsdeploy.pull import resolve
 from dsdeploy.settings import DEFAULT_MODEL, Settings
@@ -67,7 +68,7 @@ def model_facts(settings: Settings, name: str) -> ModelFacts:
         name=name,
         sha256=manifest.weights.sha256,
         engine_version=installed.version if installed else None,
-        bytes_per_token=bytes_read_per_token(store.weights_path(manifest)),
+        bytes_per_token=gguf_bytes_read_per_token(store.weights_path(manifest)),
     )
 
 
@@ -124,7 +125,7 @@ def measure(
     threads = settings.threads or machine.physical_cores
     console.print(f"measuring memory read bandwidth with {threads} threads")
     bandwidth = measure_read_bandwidth(threads)
-    ceiling = ceiling_tokens_per_s(bandwidth, facts.bytes_per_token) if facts else None
+    ceiling = decode_tokens_per_s_bound(bandwidth, facts.bytes_per_token) if facts else None
     with step_progress("benchmarking", console) as progress:
         trials = asyncio.run(sweep(targets, served, options, progress))
     load_after = os.getloadavg()

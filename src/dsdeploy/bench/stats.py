@@ -54,10 +54,6 @@ class Row:
     per-stream rate is the one the ceiling bounds, at any concurrency."""
 
 
-def ceiling_tokens_per_s(bandwidth: float, bytes_per_token: int) -> float:
-    return bandwidth / bytes_per_token
-
-
 def summarize(trials: list[Trial], ceiling: float | None) -> list[Row]:
     rows = []
     for target, concurrency in sorted({(t.target, t.concurrency) for t in trials}):
