@@ -10,9 +10,11 @@ import pytest
 from dsdeploy.catalog import entries, find
 from dsdeploy.catalog.gpus import find_gpu
 from dsdeploy.errors import ConfigError
+from dsdeploy.eval.quant_results import QuantEval, QuantRow, Reference, save_quant_eval
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import Machine
 from dsdeploy.planner.plan import Asked, Plan, make_plan
+from dsdeploy.settings import Settings
 from tests.conftest import run_cli
 
 GIB = 2**30
@@ -137,3 +139,38 @@ def test_bad_input_is_one_line_naming_what_exists(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert says in lines[0]
+
+
+def test_plan_shows_quality_measured_here_next_to_its_quantization(tmp_path: Path) -> None:
+    row = {
+        "file_type": "Q4_1",
+        "size_bytes": 98_362_432,
+        "bits_per_weight": 5.0,
+        "perplexity": 27.9,
+        "perplexity_delta": 0.514,
+        "mean_kld": 0.0031,
+        "mean_kld_error": 0.0001,
+        "kld_p99": 0.03,
+        "same_top_p": 95.8,
+    }
+    result = QuantEval(
+        model="smollm2",
+        model_sha256="0" * 64,
+        engine_version="test",
+        created="2026-01-02T03:04:05+00:00",
+        text="a text",
+        ctx=512,
+        chunks=None,
+        reference=Reference(
+            description="F16 reference", size_bytes=1, bits_per_weight=16.0, perplexity=27.4
+        ),
+        rows=[QuantRow.model_validate(row)],
+        recommended="Q4_1",
+        recommendation="Q4_1: smallest within bounds",
+    )
+    save_quant_eval(Settings(home=tmp_path).dirs, result)
+    done = run_cli(tmp_path, "plan", "smollm2", "--json")
+    assert done.returncode == 0, done.stderr
+    notes = " ".join(json.loads(done.stdout)["notes"])
+    assert "measured here by `dsdeploy eval quant` (2026-01-02)" in notes
+    assert "Q4_1 mean KL divergence 0.0031, top-1 agreement 95.8%, perplexity +0.514" in notes

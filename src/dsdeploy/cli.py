@@ -22,12 +22,13 @@ from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
 from dsdeploy.eval import quant as eval_quant
 from dsdeploy.eval.perplexity import Window
 from dsdeploy.eval.quant_report import plot_quant_eval, print_quant_eval
-from dsdeploy.eval.quant_results import quant_eval_path, save_quant_eval
+from dsdeploy.eval.quant_results import load_quant_eval, quant_eval_path, save_quant_eval
 from dsdeploy.eval.tasks import load_sets
 from dsdeploy.eval.tasks_report import print_scores, write_scores
 from dsdeploy.eval.tasks_run import evaluate_tasks
 from dsdeploy.hardware import probe
 from dsdeploy.planner.machine import check_ctx, machine_for
+from dsdeploy.planner.measured import add_measured_quality
 from dsdeploy.planner.plan import Asked, make_plan
 from dsdeploy.planner.render import plan_json, show_hardware, show_plan
 from dsdeploy.planner.subject import plan_subject
@@ -283,6 +284,7 @@ def plan(
         entry, quants = plan_subject(model)
         machine = machine_for(probe(settings.dirs.data), gpu=gpu, gpus=gpus, ram=ram)
         chosen = make_plan(entry, machine, Asked(ctx=check_ctx(ctx), quants=quants))
+        add_measured_quality(chosen, load_quant_eval(settings.dirs, entry.name))
     except DsdeployError as exc:
         raise fail(exc) from None
     if json_output:

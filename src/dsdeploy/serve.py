@@ -17,10 +17,12 @@ from rich.console import Console
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
+from dsdeploy.eval.quant_results import load_quant_eval
 from dsdeploy.gateway.app import create_app
 from dsdeploy.hardware import probe
 from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
+from dsdeploy.planner.measured import add_measured_quality
 from dsdeploy.planner.render import show_plan
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull, resolve
@@ -73,6 +75,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         ctx_size=settings.ctx_size,
         parallel=settings.parallel,
     )
+    add_measured_quality(plan, load_quant_eval(settings.dirs, manifest.name))
     show_plan(plan, console)
     engine = LlamaCppEngine(
         binary=installed.binary,
