@@ -53,6 +53,7 @@ def test_kl_divergence_grows_as_bits_fall_and_sizes_follow_the_types(
     assert q8.size_bytes > q4.size_bytes > q2.size_bytes
     assert q8.bits_per_weight == pytest.approx(8.5, abs=0.05)  # Q8_0: 34 bytes per 32 weights
     assert result.recommendation
+    assert (result.ctx, result.chunks) == (128, 4)
     assert (model_home / "data" / "evals" / "smollm2" / "quant.png").stat().st_size > 10_000
 
     for row in result.rows:

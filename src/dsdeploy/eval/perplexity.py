@@ -16,6 +16,7 @@ from dsdeploy.engines.llamacpp_tools import run_tool
 from dsdeploy.errors import EvalError
 
 FINAL_PPL = re.compile(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)")
+CHUNKS = re.compile(r"calculating perplexity over (\d+) chunks")
 NUMBER = r"(-?[\d.]+)"
 KLD_FIGURES = {
     "perplexity": rf"Mean PPL\(Q\)\s*:\s*{NUMBER}",
@@ -51,18 +52,25 @@ class Divergence:
     """Percent of positions where the top-1 token agrees with the reference."""
 
 
+@dataclass(frozen=True)
+class ReferenceScore:
+    perplexity: float
+    chunks: int
+    """Chunks of ``ctx`` tokens the text gave (the second half of each is scored)."""
+
+
 def save_reference(
     binary: Path, reference: Path, text: Path, logits: Path, window: Window
-) -> float:
-    """Score the reference on the text, saving its distributions; returns its perplexity."""
+) -> ReferenceScore:
+    """Score the reference on the text, saving its distributions for the comparisons."""
     output = run_tool(
         [binary, "-m", reference, "-f", text, "--kl-divergence-base", logits, *window.flags()],
         "llama-perplexity on the reference",
     )
-    found = FINAL_PPL.search(output)
-    if found is None:
+    found, chunks = FINAL_PPL.search(output), CHUNKS.search(output)
+    if found is None or chunks is None:
         raise EvalError(f"llama-perplexity printed no perplexity for {reference.name}")
-    return float(found.group(1))
+    return ReferenceScore(float(found.group(1)), int(chunks.group(1)))
 
 
 def divergence(binary: Path, model: Path, logits: Path, window: Window) -> Divergence:

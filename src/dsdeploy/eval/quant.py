@@ -149,7 +149,7 @@ def evaluate_quantizations(
         )
         logits = work / "reference.kld"
         text = evaluation_text()
-        ref_ppl = save_reference(tools.perplexity, ref.path, text, logits, window)
+        ref_score = save_reference(tools.perplexity, ref.path, text, logits, window)
         progress(1, len(types) + 1)
         rows = []
         for done, file_type in enumerate(types, start=2):
@@ -190,13 +190,13 @@ def evaluate_quantizations(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         text=f"{text.name}: {TEXT_SOURCE}",
         ctx=window.ctx,
-        chunks=window.chunks,
+        chunks=ref_score.chunks,
         reference=Reference(
             description=description,
             size_bytes=ref_size,
             bits_per_weight=ref.bits_per_weight,
             dequantized_from=dequantized_from,
-            perplexity=ref_ppl,
+            perplexity=ref_score.perplexity,
         ),
         rows=rows,
         recommended=recommended,

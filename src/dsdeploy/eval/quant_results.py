@@ -44,7 +44,7 @@ class QuantEval(BaseModel):
     created: str
     text: str = Field(description="The evaluation text and its source.")
     ctx: int
-    chunks: int | None
+    chunks: int | None = Field(description="Chunks of ctx tokens scored (half of each).")
     reference: Reference
     rows: list[QuantRow]
     recommended: str | None
