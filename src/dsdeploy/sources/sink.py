@@ -16,8 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-BLOCK = 4 << 20
-RING = 4
+BLOCK = 1 << 20
+"""Small enough that a block is still in the CPU cache when the writer and the hasher read
+it: with 2 and 4 MiB blocks the same pipeline ran at half the speed (297–441 MB/s against
+562–862 MB/s with 1 MiB, curl 493–836 MB/s, same loopback server, same minutes)."""
+RING = 8
 """Buffers in the ring: how far receiving may run ahead of writing and hashing."""
 
 FSYNC_EVERY = 256 << 20
