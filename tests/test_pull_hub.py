@@ -13,7 +13,7 @@ import pytest
 from dsdeploy.store import Store
 from tests.conftest import run_cli
 from tests.hub_models import SMOLLM2_SHA256, tiny_checkpoint
-from tests.hub_server import HubServer, Repo
+from tests.hub_server import Hub, HubServer, Repo, serving
 
 GGUF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 CKPT_REPO = "deepseek-ai/tiny-v3"
@@ -108,6 +108,22 @@ def test_hf_gated_repo_says_to_accept_the_licence_and_set_hf_token(
     assert store_of(isolated_home).names() == []
     done = pull(isolated_home, ckpt_repo, f"hf:{CKPT_REPO}", HF_TOKEN="hf_secret")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_token_is_not_sent_on_to_the_cdn_a_file_redirects_to(
+    ckpt_repo: HubServer, isolated_home: Path
+) -> None:
+    repo = ckpt_repo.hub.repos[CKPT_REPO]
+    repo.gated, repo.token = True, "hf_secret"
+    with serving(Hub(repos={"mirror/of": Repo(files=dict(repo.files))})) as cdn:
+        ckpt_repo.hub.cdn = cdn.url
+        done = pull(isolated_home, ckpt_repo, f"hf:{CKPT_REPO}", HF_TOKEN="hf_secret")
+        assert done.returncode == 0, done.stderr
+        assert [path for method, path, _ in cdn.hub.requests if method == "GET"] != []
+        assert cdn.hub.with_credentials == []
+    assert f"/{CKPT_REPO}/resolve/{repo.commit}/model.safetensors" in (
+        ckpt_repo.hub.with_credentials
+    )
 
 
 def test_hf_checkpoint_prefers_safetensors_and_checks_small_files_by_git_blob_id(
