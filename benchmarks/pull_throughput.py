@@ -1,7 +1,8 @@
 """Pull throughput: dsdeploy's downloader (sha256 while downloading, fsync, rename into the
 store) against curl writing the same file, from the same loopback server, in the same run.
 
-The server, a separate process, sends the file with ``sendfile`` so that it is not the
+A third client, curl followed by sha256sum, is what verifying with curl costs. The
+server, a separate process, sends the file with ``sendfile`` so that it is not the
 bottleneck; ``--rate-mbps`` caps it, to compare at a realistic link speed too. The two
 clients alternate, which one goes first alternating too, for ``--reps`` rounds; the table
 shows the median of each, and the client's CPU seconds per GB (user + system, all
@@ -73,10 +74,12 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_curl(url: str, dest: Path) -> tuple[float, float]:
-    """(wall seconds, curl's CPU seconds)."""
+def time_curl(url: str, dest: Path, verify: bool = False) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of curl, and of sha256sum after it when ``verify``)."""
     cpu, began = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-o", str(dest), url], check=True)
+    if verify:
+        subprocess.run(["sha256sum", str(dest)], check=True, capture_output=True)
     elapsed = time.perf_counter() - began
     used = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
     dest.unlink()
@@ -124,15 +127,17 @@ def main() -> None:
         server, port = start_server(source, args.rate_mbps)
         url = f"http://127.0.0.1:{port}/model.bin"
         remote = RemoteFile("model.bin", url, size, sha256)
-        runs: dict[str, list[tuple[float, float]]] = {"curl": [], "dsdeploy": []}
+        clients = {
+            "curl": lambda: time_curl(url, work / "curl.out"),
+            "dsdeploy": lambda: time_dsdeploy(remote, work / "store"),
+            "curl+sha256sum": lambda: time_curl(url, work / "curl.out", verify=True),
+        }
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         try:
             for rep in range(args.reps):
-                order = ["curl", "dsdeploy"] if rep % 2 == 0 else ["dsdeploy", "curl"]
-                for client in order:
-                    if client == "curl":
-                        runs["curl"].append(time_curl(url, work / "curl.out"))
-                    else:
-                        runs["dsdeploy"].append(time_dsdeploy(remote, work / "store"))
+                order = list(clients) if rep % 2 == 0 else list(reversed(clients))
+                for name in order:
+                    runs[name].append(clients[name]())
         finally:
             server.terminate()
             server.wait()
@@ -153,10 +158,10 @@ def report(runs: dict[str, list[tuple[float, float]]], size: int, args: argparse
         f"{args.size_mib} MiB over loopback, {args.reps} alternating reps, server cap {cap}, "
         f"load average {load:.1f} on {os.cpu_count()} CPUs"
     )
-    print(f"{'client':<10} {'median MB/s':>12} {'CPU s/GB':>9}  each rep (MB/s)")
+    print(f"{'client':<15} {'median MB/s':>12} {'CPU s/GB':>9}  each rep (MB/s)")
     for name, values in speeds.items():
         each = " ".join(f"{v:.0f}" for v in values)
-        print(f"{name:<10} {medians[name]:>12.0f} {cpu_medians[name]:>9.2f}  {each}")
+        print(f"{name:<15} {medians[name]:>12.0f} {cpu_medians[name]:>9.2f}  {each}")
     print(f"dsdeploy / curl = {ratio:.2f} (sha256 and fsync included on the dsdeploy side)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
