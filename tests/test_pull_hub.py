@@ -226,6 +226,14 @@ def test_url_with_a_wrong_sha256_flag_is_quarantined(hub: HubServer, isolated_ho
     assert store_of(isolated_home).names() == []
 
 
+def test_a_malformed_sha256_flag_is_refused_before_anything_is_fetched(
+    hub: HubServer, isolated_home: Path
+) -> None:
+    line = one_error_line(pull(isolated_home, hub, f"{hub.url}/files/m.gguf", "--sha256", "abc"))
+    assert line == "error: --sha256 'abc' is not a sha256: 64 hex digits"
+    assert hub.hub.requests == []
+
+
 def test_include_globs_choose_files(ckpt_repo: HubServer, isolated_home: Path) -> None:
     done = pull(
         isolated_home,
