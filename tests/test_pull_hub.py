@@ -71,6 +71,8 @@ def test_hf_pull_takes_the_asked_quant_verified_by_its_lfs_sha256(
     assert [f.path for f in manifest.files] == ["SmolLM2-135M-Instruct-Q4_1.gguf"]
     assert (manifest.info.architecture, manifest.format) == ("llama", "gguf")
     assert not any("Q8_0" in path for path in downloads(gguf_repo))
+    shown = run_cli(isolated_home, "models", "show", manifest.name)
+    assert "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4" in shown.stdout
 
 
 def test_hf_repo_with_several_quants_asks_for_one(
