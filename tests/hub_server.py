@@ -54,6 +54,8 @@ class Hub:
     """Bytes per second for file bodies; None is as fast as possible."""
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     """(method, path, Range header) of every request, in order."""
+    busy: int = 0
+    """File bodies still to refuse with 503 before serving them."""
     with_credentials: list[str] = field(default_factory=list)
     """Paths requested with an Authorization header."""
     cdn: str = ""
@@ -225,6 +227,10 @@ class Handler(BaseHTTPRequestHandler):
         extra: dict[str, str] | None = None,
         chunked: bool = False,
     ) -> None:
+        if not head and self.hub.busy and not path.endswith(".sha256"):
+            self.hub.busy -= 1
+            self.error(503, "")
+            return
         if path in self.hub.corrupt:
             middle = len(data) // 2
             data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
