@@ -75,6 +75,13 @@ def test_hf_pull_takes_the_asked_quant_verified_by_its_lfs_sha256(
     assert "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4" in shown.stdout
 
 
+def test_hf_spec_can_name_one_file_of_a_repo(gguf_repo: HubServer, isolated_home: Path) -> None:
+    spec = f"hf:{GGUF_REPO}@main:SmolLM2-135M-Instruct-Q4_1.gguf"
+    done = pull(isolated_home, gguf_repo, spec, "--name", "small")
+    assert done.returncode == 0, done.stderr
+    assert f"sha256 {SMOLLM2_SHA256}" in done.stderr
+
+
 def test_hf_repo_with_several_quants_asks_for_one(
     gguf_repo: HubServer, isolated_home: Path
 ) -> None:
