@@ -1,12 +1,14 @@
 """Pull throughput: dsdeploy's downloader (sha256 while downloading, fsync, rename into the
 store) against curl writing the same file, from the same loopback server, in the same run.
 
-A third client, curl followed by sha256sum, is what verifying with curl costs. The
-server, a separate process, sends the file with ``sendfile`` so that it is not the
-bottleneck; ``--rate-mbps`` caps it, to compare at a realistic link speed too. The two
-clients alternate, which one goes first alternating too, for ``--reps`` rounds; the table
-shows the median of each, and the client's CPU seconds per GB (user + system, all
-threads): on a busy machine throughput follows CPU share, and CPU per GB does not.
+Two more clients give the costs curl leaves out: curl followed by ``sync FILE`` (the
+fsync that dsdeploy does before a file enters the store) and curl followed by sha256sum
+(verifying after the download instead of during it). The server, a separate process,
+sends the file with ``sendfile`` so that it is not the bottleneck; ``--rate-mbps`` caps
+it, to compare at a realistic link speed too. The clients take turns, in reversed order
+every other round, for ``--reps`` rounds; the table shows the median of each, and the
+client's CPU seconds per GB (user + system, all threads, kernel writeback done on its
+behalf included).
 
     python benchmarks/pull_throughput.py [--size-mib 1024] [--reps 5] [--rate-mbps 0]
 
@@ -74,12 +76,12 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_curl(url: str, dest: Path, verify: bool = False) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of curl, and of sha256sum after it when ``verify``)."""
+def time_curl(url: str, dest: Path, *then: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of curl, and of a command run on its file after it."""
     cpu, began = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-o", str(dest), url], check=True)
-    if verify:
-        subprocess.run(["sha256sum", str(dest)], check=True, capture_output=True)
+    if then:
+        subprocess.run([*then, str(dest)], check=True, capture_output=True)
     elapsed = time.perf_counter() - began
     used = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
     dest.unlink()
@@ -130,7 +132,8 @@ def main() -> None:
         clients = {
             "curl": lambda: time_curl(url, work / "curl.out"),
             "dsdeploy": lambda: time_dsdeploy(remote, work / "store"),
-            "curl+sha256sum": lambda: time_curl(url, work / "curl.out", verify=True),
+            "curl+sync": lambda: time_curl(url, work / "curl.out", "sync"),
+            "curl+sha256sum": lambda: time_curl(url, work / "curl.out", "sha256sum"),
         }
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         try:
