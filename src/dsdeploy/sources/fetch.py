@@ -15,6 +15,7 @@ import errno
 import hashlib
 import http.client
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ from dsdeploy.store import Store, StoredFile, safe_relative_path
 
 ATTEMPTS = 4
 """Tries per file; each try after the first resumes where the last one stopped."""
+RETRY_BACKOFF_S = 1.0
+"""Wait before the second try; doubled before each later one."""
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
 """For the small requests (listings, HEAD, sidecars) that go through httpx."""
@@ -106,6 +109,10 @@ class Digests:
         return None if actual == self.remote.git_sha1 else (self.remote.git_sha1, actual)
 
 
+class ServerBusy(http.client.HTTPException):
+    """A 5xx answer to a file request: worth another try, like a dropped connection."""
+
+
 def check_status(status: int, url: str, what: str) -> None:
     host = urlsplit(url).hostname
     if status in (401, 403):
@@ -159,9 +166,10 @@ class Download:
                     ) from None
                 if attempt == ATTEMPTS:
                     raise SourceError(
-                        f"{self.remote.path}: download failed ({exc.__class__.__name__}) after "
-                        f"{self.done} bytes; run the same pull again to resume"
+                        f"{self.remote.path}: download failed ({exc}) after {self.done} "
+                        "bytes; run the same pull again to resume"
                     ) from None
+                time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
 
     def one_try(self, progress: ProgressHook) -> None:
         headers = dict(self.headers)
@@ -169,6 +177,8 @@ class Download:
             headers["Range"] = f"bytes={self.done}-"
         body = open_body(self.remote.url, headers)
         try:
+            if body.status >= 500:
+                raise ServerBusy(f"HTTP {body.status}")
             check_status(body.status, body.url, self.remote.path)
             if body.status == 416 and self.done == self.remote.size:
                 return

@@ -5,8 +5,8 @@ copies every received byte two or three times on its way to the caller: receivin
 took 1.3–1.6 s of CPU per GB here and ran at 600 MB/s, where ``http.client``'s
 ``readinto`` (one copy, from the kernel into our buffer) took 0.5 s/GB and ran at
 1.5 GB/s. Redirects are followed here as httpx follows them: at most a few, and the
-``Authorization`` header is dropped when the redirect leaves the original host (Hugging Face
-sends LFS files to a CDN with a signed URL).
+``Authorization`` and ``Cookie`` headers are dropped when a redirect leaves the original
+host (Hugging Face sends LFS files to a CDN with a signed URL).
 """
 
 from __future__ import annotations
@@ -74,5 +74,6 @@ def open_body(url: str, headers: Mapping[str, str]) -> Body:
         redirected = urljoin(url, location)
         if urlsplit(redirected).netloc != parts.netloc:
             sent.pop("Authorization", None)
+            sent.pop("Cookie", None)
         url = redirected
     raise SourceError(f"{url}: more than {MAX_REDIRECTS} redirects")

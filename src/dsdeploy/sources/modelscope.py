@@ -31,7 +31,8 @@ class ModelScopeSource:
         self.options = options
         self.endpoint = settings.ms_endpoint.rstrip("/")
         token = settings.ms_token.get_secret_value() if settings.ms_token else None
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The SDK sends its access token as this cookie (HubApi.get_cookies).
+        self.headers = {"Cookie": f"m_session_id={token}"} if token else {}
         self.client = httpx.Client(headers=self.headers, follow_redirects=True, timeout=TIMEOUT)
 
     @property

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import PurePosixPath
 
-from dsdeploy.errors import SourceError
+from dsdeploy.errors import ConfigError, SourceError
 from dsdeploy.sources.fetch import RemoteFile
 from dsdeploy.store import safe_relative_path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 QUANT = re.compile(r"(?i)(?<![a-z0-9])(I?Q\d+(?:_[A-Z0-9]+)*|BF16|F16|F32)(?![a-z0-9])")
 
 
@@ -30,6 +31,12 @@ class PullOptions:
     exclude: tuple[str, ...] = ()
     allow_pickle: bool = False
     sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and not SHA256_HEX.fullmatch(self.sha256.lower()):
+            raise ConfigError(f"--sha256 {self.sha256!r} is not a sha256: 64 hex digits")
+        if self.sha256 is not None:
+            object.__setattr__(self, "sha256", self.sha256.lower())
 
 
 def quant_of(path: str) -> str | None:

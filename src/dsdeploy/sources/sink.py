@@ -1,4 +1,5 @@
-"""Received bytes are written and hashed on two threads of their own.
+"""Received bytes are written and hashed on two threads of their own (and synced to disk
+on a third).
 
 Receiving, writing to the page cache and sha256 each cost CPU per byte of the same order;
 done one after another in one thread, a download ran at half of curl's speed. Both
@@ -16,12 +17,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
-BLOCK = 4 << 20
-RING = 4
+BLOCK = 1 << 20
+"""Small enough that a block is still in the CPU cache when the writer and the hasher read
+it: with 2 and 4 MiB blocks the same pipeline ran at half the speed (297–441 MB/s against
+562–862 MB/s with 1 MiB, curl 493–836 MB/s, same loopback server, same minutes)."""
+RING = 8
 """Buffers in the ring: how far receiving may run ahead of writing and hashing."""
 
-FSYNC_EVERY = 256 << 20
-"""Bytes between fsyncs of the partial file, so a power cut loses at most this much."""
+SYNC_EVERY = 64 << 20
+"""Bytes between background ``fdatasync`` calls. The finished file must be fsynced before
+it is renamed into the store; left to the end, that flush writes the whole file to disk
+after the download (here `dd bs=1M count=1024 conv=fdatasync` takes 1.7 s, 628 MB/s).
+Synced as it arrives, on a thread of its own, the disk works while the network does, and
+a power cut loses at most this much of a partial file."""
 
 
 class BlockSink:
@@ -30,6 +38,8 @@ class BlockSink:
         self.update_hash = update_hash
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="dsdeploy-write")
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="dsdeploy-hash")
+        self.syncer = ThreadPoolExecutor(1, thread_name_prefix="dsdeploy-sync")
+        self.syncing: Future[None] | None = None
         self.free: deque[memoryview] = deque(memoryview(bytearray(BLOCK)) for _ in range(RING))
         self.busy: deque[tuple[memoryview, Future[None], Future[None]]] = deque()
         self.unsynced = 0
@@ -64,9 +74,11 @@ class BlockSink:
     def write(self, block: memoryview) -> None:
         self.out.write(block)
         self.unsynced += len(block)
-        if self.unsynced >= FSYNC_EVERY:
+        if self.unsynced >= SYNC_EVERY and (self.syncing is None or self.syncing.done()):
+            if self.syncing is not None:
+                self.syncing.result()
             self.out.flush()
-            os.fsync(self.out.fileno())
+            self.syncing = self.syncer.submit(os.fdatasync, self.out.fileno())
             self.unsynced = 0
 
     def close(self) -> None:
@@ -75,6 +87,9 @@ class BlockSink:
             while self.busy:
                 self.settle_oldest()
             self.out.flush()
+            if self.syncing is not None:
+                self.syncing.result()
         finally:
             self.writer.shutdown(wait=True)
             self.hasher.shutdown(wait=True)
+            self.syncer.shutdown(wait=True)
