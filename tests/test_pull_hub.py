@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dsdeploy.catalog import find
+from dsdeploy.pull import target
 from dsdeploy.store import Store
 from tests.conftest import run_cli
 from tests.hub_models import SMOLLM2_SHA256, tiny_checkpoint
@@ -260,3 +262,37 @@ def test_include_globs_choose_files(ckpt_repo: HubServer, isolated_home: Path) -
     assert manifest is not None
     assert sorted(f.path for f in manifest.files) == ["config.json", "model.safetensors"]
     assert json.loads(store_of(isolated_home).blob_path(manifest.files[0].sha256).read_bytes())
+
+
+def test_catalog_model_pulls_the_asked_published_quant(
+    hub: HubServer, smollm2_bytes: bytes, isolated_home: Path
+) -> None:
+    repo = "bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF"
+    hub.hub.repos[repo] = Repo(
+        files={
+            "DeepSeek-R1-Distill-Qwen-1.5B-Q8_0.gguf": smollm2_bytes,  # stands in for 1.9 GB
+            "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf": b"GGUF never fetched",
+        }
+    )
+    done = pull(isolated_home, hub, "deepseek-r1-distill-qwen-1.5b", "--quant", "q8_0")
+    assert done.returncode == 0, done.stderr
+    manifest = store_of(isolated_home).manifest("deepseek-r1-distill-qwen-1.5b-q8_0")
+    assert manifest is not None
+    assert manifest.weights.sha256 == SMOLLM2_SHA256
+    assert manifest.source == f"hf:{repo}:DeepSeek-R1-Distill-Qwen-1.5B-Q8_0.gguf"
+    assert not any("Q4_K_M" in path for path in downloads(hub))
+
+
+def test_catalog_model_refuses_a_quant_it_is_not_published_in(
+    hub: HubServer, isolated_home: Path
+) -> None:
+    done = pull(isolated_home, hub, "deepseek-r1-distill-qwen-1.5b", "--quant", "Q1_0")
+    assert "published as Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K, not Q1_0" in one_error_line(done)
+    assert downloads(hub) == []
+
+
+def test_a_catalog_model_with_one_file_takes_its_own_quant_by_name() -> None:
+    entry = find("smollm2")
+    assert entry is not None
+    chosen = target("smollm2", None, "q4_1")
+    assert (chosen.name, chosen.source) == ("smollm2", entry.source)

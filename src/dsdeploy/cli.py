@@ -131,8 +131,9 @@ def pull(
     settings = load_settings()
     try:
         entry = target(model, name, quant)
+        picked = quant if entry.source == model else None  # a catalog source names its file
         options = PullOptions(
-            quant, tuple(include or ()), tuple(exclude or ()), allow_pickle, sha256
+            picked, tuple(include or ()), tuple(exclude or ()), allow_pickle, sha256
         )
         bar = partial(byte_progress, console=console)
         manifest = pull_model(

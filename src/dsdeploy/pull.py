@@ -11,7 +11,7 @@ from typing import Protocol
 
 from dsdeploy import catalog
 from dsdeploy.catalog import CatalogEntry
-from dsdeploy.errors import ModelNotFound, StoreError
+from dsdeploy.errors import ModelNotFound, SourceError, StoreError
 from dsdeploy.fit import Fit, assess
 from dsdeploy.hardware import probe
 from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
@@ -64,11 +64,30 @@ def name_for(spec: str, quant: str | None) -> str:
     return check_model_name(cleaned[:64] or "model")
 
 
+def catalog_quant(entry: CatalogEntry, quant: str, name: str | None) -> SourceTarget:
+    """One published quantization of a catalog model, stored as ``<model>-<quant>``."""
+    known = {q.upper(): q for q in entry.quants}
+    chosen = known.get(quant.upper())
+    if chosen is None:
+        raise SourceError(
+            f"{entry.name} is published as {', '.join(entry.quants)}, not {quant}; "
+            "pick one of those with --quant"
+        )
+    if not (entry.gguf_file and entry.gguf_repos):  # one published file: its source says it
+        return SourceTarget(check_model_name(name or entry.name), entry.source, entry.format)
+    source = f"hf:{entry.gguf_repos[0]}:{entry.gguf_file.format(quant=chosen)}"
+    return SourceTarget(check_model_name(name or f"{entry.name}-{chosen.lower()}"), source, "gguf")
+
+
 def target(model: str, name: str | None, quant: str | None) -> PullTarget:
-    """A catalog name, or a source spec pulled under ``name`` (derived from it if not given)."""
-    if not is_source_spec(model):
-        return resolve(model)
-    return SourceTarget(check_model_name(name) if name else name_for(model, quant), model)
+    """A catalog name (``--quant`` picks one of its published files), or a source spec pulled
+    under ``name`` (derived from it if not given)."""
+    if is_source_spec(model):
+        return SourceTarget(check_model_name(name) if name else name_for(model, quant), model)
+    entry = resolve(model)
+    if quant is not None:
+        return catalog_quant(entry, quant, name)
+    return SourceTarget(check_model_name(name), entry.source, entry.format) if name else entry
 
 
 def weights_bytes(files: list[RemoteFile]) -> int:
