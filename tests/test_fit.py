@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dsdeploy.catalog import find
 from dsdeploy.errors import StoreError
-from dsdeploy.fit import GIB, Fit, assess, ensure_free_space
+from dsdeploy.fit import GIB, Fit, assess, ensure_free_space, memory_needed
 
 
 def test_a_model_larger_than_free_memory_is_reported_as_not_fitting() -> None:
@@ -27,3 +28,13 @@ def test_free_space_is_read_from_the_nearest_existing_folder(tmp_path: Path) -> 
 def test_a_download_bigger_than_the_disk_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="dsdeploy models gc"):
         ensure_free_space(tmp_path, 1 << 60)
+
+
+def test_a_catalog_model_needs_its_weights_plus_what_one_request_allocates() -> None:
+    entry = find("smollm2")
+    assert entry is not None and entry.architecture is not None
+    weights = 96_576_768  # SmolLM2's Q4_1 tensors
+    needed = memory_needed(weights, entry.architecture)
+    # llama-server with one slot of 2048 tokens: peak RSS 170.1 MiB + 15.5 MiB compute buffer
+    assert needed == pytest.approx((170.11 + 15.51) * 2**20, rel=0.05)
+    assert memory_needed(weights, None) == weights  # a file not yet read: weights alone

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsdeploy.errors import StoreError
+from dsdeploy.planner.architecture import Architecture
+from dsdeploy.planner.memory import smallest_serving_bytes
 
 GIB = 1 << 30
 
@@ -33,10 +35,13 @@ def ensure_free_space(folder: Path, needed: int) -> None:
         )
 
 
-def memory_needed(weights_bytes: int) -> int:
-    """RAM a model needs to run. For now its weights' size: the planner's estimator
-    (KV cache and compute buffers for a chosen context) is the place to refine this."""
-    return weights_bytes
+def memory_needed(weights_bytes: int, architecture: Architecture | None) -> int:
+    """RAM a model needs to run: the planner's estimate for one request at a small context
+    when the architecture is known (catalog models), else the weights alone (a file whose
+    header has not been read yet)."""
+    if architecture is None:
+        return weights_bytes
+    return smallest_serving_bytes(architecture, weights_bytes)
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,16 @@ class Fit:
         )
 
 
-def assess(download_bytes: int, weights_bytes: int, store_root: Path, ram_available: int) -> Fit:
+def assess(
+    download_bytes: int,
+    weights_bytes: int,
+    store_root: Path,
+    ram_available: int,
+    architecture: Architecture | None = None,
+) -> Fit:
     return Fit(
         download_bytes=download_bytes,
         disk_free=free_bytes(store_root),
-        memory_needed=memory_needed(weights_bytes),
+        memory_needed=memory_needed(weights_bytes, architecture),
         ram_available=ram_available,
     )

@@ -15,6 +15,7 @@ from dsdeploy.errors import ModelNotFound, SourceError, StoreError
 from dsdeploy.fit import Fit, assess
 from dsdeploy.hardware import probe
 from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
+from dsdeploy.planner.architecture import Architecture
 from dsdeploy.progress import ProgressBar, ProgressHook
 from dsdeploy.settings import Settings
 from dsdeploy.sources import PullOptions, RemoteFile, is_source_spec, open_source
@@ -38,12 +39,18 @@ class PullTarget(Protocol):
         """'gguf', 'safetensors', or '' to tell from the files."""
         ...
 
+    @property
+    def architecture(self) -> Architecture | None:
+        """Known before download for catalog models: the fit check estimates from it."""
+        ...
+
 
 @dataclass(frozen=True)
 class SourceTarget:
     name: str
     source: str
     format: str = ""
+    architecture: Architecture | None = None
 
 
 def resolve(name: str) -> CatalogEntry:
@@ -74,9 +81,12 @@ def catalog_quant(entry: CatalogEntry, quant: str, name: str | None) -> SourceTa
             "pick one of those with --quant"
         )
     if not (entry.gguf_file and entry.gguf_repos):  # one published file: its source says it
-        return SourceTarget(check_model_name(name or entry.name), entry.source, entry.format)
+        return SourceTarget(
+            check_model_name(name or entry.name), entry.source, entry.format, entry.architecture
+        )
     source = f"hf:{entry.gguf_repos[0]}:{entry.gguf_file.format(quant=chosen)}"
-    return SourceTarget(check_model_name(name or f"{entry.name}-{chosen.lower()}"), source, "gguf")
+    chosen_name = check_model_name(name or f"{entry.name}-{chosen.lower()}")
+    return SourceTarget(chosen_name, source, "gguf", entry.architecture)
 
 
 def target(model: str, name: str | None, quant: str | None) -> PullTarget:
@@ -87,7 +97,9 @@ def target(model: str, name: str | None, quant: str | None) -> PullTarget:
     entry = resolve(model)
     if quant is not None:
         return catalog_quant(entry, quant, name)
-    return SourceTarget(check_model_name(name), entry.source, entry.format) if name else entry
+    if name:
+        return SourceTarget(check_model_name(name), entry.source, entry.format, entry.architecture)
+    return entry
 
 
 def weights_bytes(files: list[RemoteFile]) -> int:
@@ -114,13 +126,15 @@ def read_info(store: Store, files: list[StoredFile], fmt: str) -> ModelInfo:
     return read_config_info(store.blob_path(config.sha256))
 
 
-def check_fit(files: list[RemoteFile], store: Store, announce: Announce) -> Fit:
+def check_fit(
+    files: list[RemoteFile], store: Store, announce: Announce, architecture: Architecture | None
+) -> Fit:
     missing = sum(
         f.size or 0
         for f in files
         if not (f.sha256 and f.size is not None and store.has_blob(f.sha256, f.size))
     )
-    fit = assess(missing, weights_bytes(files), store.root, probe().ram_available)
+    fit = assess(missing, weights_bytes(files), store.root, probe().ram_available, architecture)
     announce(fit.summary())
     if not fit.disk_ok:
         raise StoreError(
@@ -143,7 +157,7 @@ def pull(
     check_model_name(entry.name)
     with closing(open_source(entry.source, options or PullOptions(), settings)) as source:
         remotes = source.files()
-        check_fit(remotes, store, announce)
+        check_fit(remotes, store, announce, entry.architecture)
         total = sum(f.size or 0 for f in remotes)
         files: list[StoredFile] = []
         with bar(f"pulling {entry.name}") as progress:

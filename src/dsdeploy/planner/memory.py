@@ -179,6 +179,19 @@ def resident_bytes_after_load(weights: int, kv: int, output: int, vocab: int) ->
     return weights + kv + output + llamacpp_runtime_bytes(vocab)
 
 
+SMALLEST_USEFUL_CONTEXT = 2048
+
+
+def smallest_serving_bytes(arch: Architecture, weights: int) -> int:
+    """Memory llama-server needs to serve one request of ``SMALLEST_USEFUL_CONTEXT`` tokens
+    (or the trained context, if shorter): what a download is checked against before any
+    byte arrives. Less than this and the model cannot be used here at all."""
+    ctx = min(SMALLEST_USEFUL_CONTEXT, arch.max_positions or SMALLEST_USEFUL_CONTEXT)
+    kv = kv_cache_bytes(arch, ctx, 1).total
+    resident = resident_bytes_after_load(weights, kv, output_buffer_bytes(arch, 1), arch.vocab)
+    return resident + compute_buffer_bytes(arch, ctx, 1, flash_attention=True)
+
+
 def bytes_read_per_token(active_params: int, bits_per_weight: float, kv_bytes: int = 0) -> float:
     """Bytes one decoded token reads from memory: every active weight once (a MoE reads only
     the experts its router picks) plus the KV cache it attends over."""
