@@ -47,7 +47,7 @@ app.add_typer(engine_app, name="engine")
 app.add_typer(models_app, name="models")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure model quality on this machine.")
 app.add_typer(eval_app, name="eval")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a line stays one line in logs and pipes
 
 
 def describe(field: str) -> str:
@@ -67,7 +67,7 @@ def load_settings(**flags: Any) -> Settings:
 
 
 def fail(exc: DsdeployError) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, unwrapped
+    console.print(f"[red]error:[/] {exc}", highlight=False)
     if isinstance(exc, EngineStartFailed) and exc.log_tail:
         console.print("last lines of the engine log:", style="dim")
         for line in exc.log_tail:
@@ -142,9 +142,7 @@ def pull(
     except DsdeployError as exc:
         raise fail(exc) from None
     weights = manifest.weights
-    console.print(
-        f"{manifest.name}: {weights.size / 2**20:.1f} MiB, sha256 {weights.sha256}", soft_wrap=True
-    )
+    console.print(f"{manifest.name}: {weights.size / 2**20:.1f} MiB, sha256 {weights.sha256}")
 
 
 @models_app.command("list")
