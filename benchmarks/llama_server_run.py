@@ -3,12 +3,13 @@ return its log and peak resident memory (VmHWM): what the engine really took."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from dsdeploy.bench.launch import free_port
 
 READY_MARK = "all slots are idle"
 
@@ -17,12 +18,6 @@ READY_MARK = "all slots are idle"
 class ServerRun:
     log: str
     peak_rss: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def peak_rss(pid: int) -> int:

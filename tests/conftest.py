@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from dsdeploy.bench.launch import free_port
 from tests.hub_models import smollm2_gguf
 from tests.hub_server import Hub, HubServer, serving
 
@@ -36,12 +36,6 @@ def decoding_stream_body(max_tokens: int) -> dict[str, object]:
         "ignore_eos": True,
         "stream": True,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dsdeploy_env(home: Path, **extra: str) -> dict[str, str]:
