@@ -89,6 +89,19 @@ def test_rm_keeps_shared_blobs_until_no_model_uses_them(
     assert list(store.blobs.iterdir()) == []
 
 
+def test_gc_waits_for_running_pulls_whose_files_no_manifest_names_yet(
+    isolated_home: Path, checkpoint_dir: Path
+) -> None:
+    store = pulled(isolated_home, checkpoint_dir, "tiny")
+    assert run_cli(isolated_home, "models", "rm", "tiny").returncode == 0
+    with store.pulling():  # as a pull in another process holds it
+        done = run_cli(isolated_home, "models", "gc")
+    assert done.returncode == 1
+    assert "error: a pull is running" in done.stderr
+    assert len(list(store.blobs.iterdir())) == 3  # nothing went while the pull ran
+    assert "removed 3 unused file(s)" in run_cli(isolated_home, "models", "gc").stderr
+
+
 def test_manifest_naming_a_path_outside_the_model_is_refused(
     isolated_home: Path, checkpoint_dir: Path
 ) -> None:

@@ -213,7 +213,10 @@ def models_verify(
 @models_app.command("gc")
 def models_gc() -> None:
     """Delete files that no model in the store uses any more."""
-    removed = Store(load_settings().dirs.models).gc()
+    try:
+        removed = Store(load_settings().dirs.models).gc()
+    except DsdeployError as exc:
+        raise fail(exc) from None
     console.print(f"removed {len(removed)} unused file(s), {sum(removed.values()) / 2**20:.1f} MiB")
 
 

@@ -155,7 +155,10 @@ def pull(
     """Bring a model's files into the store; blobs already present are not fetched again.
     The listing and the fit check come first, so a refusal shows no progress bar."""
     check_model_name(entry.name)
-    with closing(open_source(entry.source, options or PullOptions(), settings)) as source:
+    with (
+        store.pulling(),
+        closing(open_source(entry.source, options or PullOptions(), settings)) as source,
+    ):
         remotes = source.files()
         check_fit(remotes, store, announce, entry.architecture)
         total = sum(f.size or 0 for f in remotes)
@@ -164,14 +167,14 @@ def pull(
             for remote in remotes:
                 before = sum(f.size for f in files)
                 files.append(source.fetch(remote, store, offset(progress, before, total)))
-    fmt = entry.format or model_format(remotes)
-    manifest = Manifest(
-        name=entry.name,
-        source=entry.source,
-        format=fmt,
-        files=files,
-        info=read_info(store, files, fmt),
-        pulled_at=utc_now(),
-    )
-    store.write_manifest(manifest)
+        fmt = entry.format or model_format(remotes)
+        manifest = Manifest(
+            name=entry.name,
+            source=entry.source,
+            format=fmt,
+            files=files,
+            info=read_info(store, files, fmt),
+            pulled_at=utc_now(),
+        )
+        store.write_manifest(manifest)
     return manifest

@@ -14,11 +14,13 @@ checked here, so nothing can be written outside the store.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -170,6 +172,21 @@ class Store:
         self.locks.mkdir(parents=True, exist_ok=True)
         return FileLock(self.locks / f"{key}.lock")
 
+    @contextmanager
+    def pulling(self) -> Iterator[None]:
+        """Held for a whole pull, shared with other pulls: the blobs a pull stores are named
+        by no manifest until it ends, so ``gc``, which takes this lock exclusively, must not
+        run meanwhile."""
+        with self.store_lock(fcntl.LOCK_SH):
+            yield
+
+    @contextmanager
+    def store_lock(self, mode: int) -> Iterator[None]:
+        self.locks.mkdir(parents=True, exist_ok=True)
+        with (self.locks / "store.lock").open("a") as handle:
+            fcntl.flock(handle, mode)  # released when the file closes, or the process dies
+            yield
+
     def quarantine_file(self, partial: Path, what: str) -> Path:
         """Keep bad bytes out of the store but on disk, for whoever wants to inspect them."""
         self.quarantine.mkdir(parents=True, exist_ok=True)
@@ -252,7 +269,17 @@ class Store:
 
     def gc(self) -> dict[Path, int]:
         """Delete blobs no manifest names and quarantined files; return what went. Partial
-        downloads stay: the next pull resumes them."""
+        downloads stay: the next pull resumes them. Refused while a pull runs."""
+        try:
+            with self.store_lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return self.collect_garbage()
+        except BlockingIOError:
+            raise StoreError(
+                "a pull is running, and the files it has stored are not in a manifest yet; "
+                "run `dsdeploy models gc` again when it has finished"
+            ) from None
+
+    def collect_garbage(self) -> dict[Path, int]:
         keep = self.referenced_blobs()
         removed = [
             blob
