@@ -7,45 +7,28 @@ writes is one that engine loads. It needs torch, transformers and sentencepiece
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from dsdeploy.engines.llamacpp_install import source_tree
-from dsdeploy.errors import EngineError
+from dsdeploy.engines.llamacpp_tools import run_tool
+from dsdeploy.errors import ConfigError
 from dsdeploy.paths import Dirs
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 """What convert_hf_to_gguf.py writes itself; other types come from llama-quantize."""
 
 
-class ConversionFailed(EngineError):
-    """The converter refused the checkpoint or crashed."""
-
-
 def convert_to_gguf(dirs: Dirs, checkpoint: Path, out: Path, outtype: str = "f16") -> Path:
     """Convert ``checkpoint`` (config.json + safetensors) to ``out``; returns ``out``."""
     if outtype not in OUTTYPES:
-        raise ConversionFailed(f"unknown converter type {outtype!r}; use one of {OUTTYPES}")
+        raise ConfigError(f"unknown converter type {outtype!r}; use one of {OUTTYPES}")
     if not (checkpoint / "config.json").exists():
-        raise ConversionFailed(f"{checkpoint} has no config.json: not a Hugging Face checkpoint")
-    tree = source_tree(dirs)
+        raise ConfigError(f"{checkpoint} has no config.json: not a Hugging Face checkpoint")
+    converter = source_tree(dirs) / "convert_hf_to_gguf.py"
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(tree / "convert_hf_to_gguf.py"),
-            str(checkpoint),
-            "--outfile",
-            str(out),
-            "--outtype",
-            outtype,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    run_tool(
+        [sys.executable, converter, checkpoint, "--outfile", out, "--outtype", outtype],
+        f"convert_hf_to_gguf.py on {checkpoint}",
     )
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
-        raise ConversionFailed(f"convert_hf_to_gguf.py failed on {checkpoint}:\n{tail}")
     return out
