@@ -7,17 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from dsdeploy.bench.launch import free_port
+from dsdeploy.bench.launch import free_port, wait_healthy
+from dsdeploy.errors import BenchError
 from tests.hub_models import smollm2_gguf
 from tests.hub_server import Hub, HubServer, serving
 
@@ -103,20 +102,6 @@ class Server:
         return self.process.wait(timeout=60)
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"dsdeploy serve exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("dsdeploy serve did not become healthy")
-
-
 def start_server(home: Path, log: Path, *args: str, **env: str) -> Server:
     port = free_port()
     with log.open("w") as sink:
@@ -129,8 +114,8 @@ def start_server(home: Path, log: Path, *args: str, **env: str) -> Server:
         )
     server = Server(process, f"http://127.0.0.1:{port}", home, log)
     try:
-        wait_healthy(server.base_url, process)
-    except AssertionError:
+        wait_healthy(process, server.base_url, log, timeout_s=120)
+    except BenchError:
         server.stop()
         raise AssertionError(log.read_text()[-3000:]) from None
     return server

@@ -10,13 +10,13 @@ import httpx
 import psutil
 import pytest
 
+from dsdeploy.bench.launch import wait_healthy
 from tests.conftest import (
     Server,
     decoding_stream_body,
     free_port,
     run_cli,
     start_server,
-    wait_healthy,
 )
 
 pytestmark = pytest.mark.engine
@@ -66,7 +66,7 @@ def test_killed_engine_is_restarted_and_serves_again(own_server: Server) -> None
     )
     assert during.status_code == 503
     assert during.json()["error"]["code"] == "engine_unavailable"
-    wait_healthy(own_server.base_url, own_server.process, timeout=60)
+    wait_healthy(own_server.process, own_server.base_url, own_server.log, timeout_s=60)
     assert engine_of(own_server).pid != first.pid
     reply = own_server.api_client.chat.completions.create(
         model="smollm2", messages=HELLO, max_tokens=2

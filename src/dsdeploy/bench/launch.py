@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -43,8 +44,11 @@ class LocalServer:
         self.process.wait(timeout=60)
 
 
-def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_healthy(
+    process: subprocess.Popen[Any], base_url: str, log: Path, timeout_s: float = START_TIMEOUT_S
+) -> None:
+    """Return once ``dsdeploy serve`` answers /health; BenchError if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:]
@@ -56,7 +60,7 @@ def wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path) -> 
             pass
         time.sleep(0.2)
     process.terminate()
-    raise BenchError(f"dsdeploy serve did not become ready in {START_TIMEOUT_S:.0f} s; see {log}")
+    raise BenchError(f"dsdeploy serve did not become ready in {timeout_s:.0f} s; see {log}")
 
 
 def engine_socket(process: subprocess.Popen[bytes]) -> str:
