@@ -8,9 +8,7 @@ from pathlib import Path
 
 from dsdeploy.errors import StoreError
 from dsdeploy.planner.architecture import Architecture
-from dsdeploy.planner.memory import smallest_serving_bytes
-
-GIB = 1 << 30
+from dsdeploy.planner.memory import GIB, smallest_serving_bytes
 
 
 def existing_parent(path: Path) -> Path:
