@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dsdeploy.engines import llamacpp_install
+from dsdeploy.engines import llamacpp_locate
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
 from dsdeploy.modelfile import ModelLayout, read_gguf_layout
 from dsdeploy.planner import memory
@@ -185,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp), cache_dir=Settings().dirs.cache)
-        installed = llamacpp_install.locate(settings.dirs, None, "cpu")
+        installed = llamacpp_locate.locate(settings.dirs, None, "cpu")
         if installed is None:
             raise SystemExit("no llama-server: run `dsdeploy engine install` first")
         paths = model_paths(settings, Path(tmp))

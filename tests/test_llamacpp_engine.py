@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dsdeploy.engines import llamacpp_install
+from dsdeploy.engines import llamacpp_install, llamacpp_locate
 from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
 from dsdeploy.planner.launch import plan_serving
@@ -102,12 +102,6 @@ def test_cuda_is_chosen_only_with_a_gpu() -> None:
     assert llamacpp_install.choose_backend("cpu") == "cpu"
 
 
-def test_build_key_names_version_backend_and_cpu() -> None:
-    key = llamacpp_install.build_key("cpu")
-    assert key.startswith(f"{llamacpp_install.SDIST_VERSION}-cpu-")
-    assert key.endswith(llamacpp_install.cpu_signature())
-
-
 def test_installing_an_unknown_engine_is_one_line_and_exit_1(isolated_home: Path) -> None:
     done = run_cli(isolated_home, "engine", "install", "sglang")
     assert done.returncode == 1
@@ -116,12 +110,12 @@ def test_installing_an_unknown_engine_is_one_line_and_exit_1(isolated_home: Path
 
 def test_configured_binary_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EngineNotInstalled, match="does not exist"):
-        llamacpp_install.locate(Settings().dirs, tmp_path / "nope", "cpu")
+        llamacpp_locate.locate(Settings().dirs, tmp_path / "nope", "cpu")
 
 
 @pytest.mark.engine
 def test_built_engine_reports_its_version(engine_installed: None) -> None:
-    found = llamacpp_install.locate(Settings().dirs, None, "auto")
+    found = llamacpp_locate.locate(Settings().dirs, None, "auto")
     assert found is not None
     assert "commit" in found.version
 
@@ -130,7 +124,7 @@ def test_built_engine_reports_its_version(engine_installed: None) -> None:
 def test_llama_server_on_path_is_preferred_and_listed(
     engine_installed: None, tmp_path: Path, isolated_home: Path
 ) -> None:
-    built = next(llamacpp_install.built_engines(Settings().dirs))
+    built = next(llamacpp_locate.built_engines(Settings().dirs))
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "llama-server").symlink_to(built.binary)

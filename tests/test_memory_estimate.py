@@ -9,7 +9,7 @@ import pytest
 from benchmarks.llama_server_run import run_server
 
 from dsdeploy.catalog import find
-from dsdeploy.engines import llamacpp_install
+from dsdeploy.engines import llamacpp_locate
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
 from dsdeploy.modelfile import read_gguf_layout
 from dsdeploy.planner import memory
@@ -99,7 +99,7 @@ def test_moe_decode_reads_only_the_active_experts() -> None:
 @pytest.mark.engine
 def test_estimate_matches_a_live_llama_server(model_home: Path) -> None:
     settings = Settings(home=model_home)
-    installed = llamacpp_install.locate(settings.dirs, None, "cpu")
+    installed = llamacpp_locate.locate(settings.dirs, None, "cpu")
     assert installed is not None
     store = Store(settings.dirs.models)
     manifest = store.manifest("smollm2")

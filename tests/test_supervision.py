@@ -111,7 +111,8 @@ def test_engine_that_cannot_load_fails_with_its_log_and_leaves_nothing(
     port = str(free_port())
     done = run_cli(model_home, "serve", "--port", port, DSDEPLOY_LLAMA_SERVER=str(fake))
     assert done.returncode == 1
-    assert "exited with code 0 while loading smollm2" in done.stderr
+    assert "failed its smoke test on" in done.stderr
+    assert "it exited with code 0" in done.stderr
     assert "invalid magic" in done.stderr
     assert "run `dsdeploy pull` again" in done.stderr
     assert "Traceback" not in done.stderr

@@ -17,7 +17,9 @@ from dsdeploy.bench import report as bench_report
 from dsdeploy.bench.provenance import utc_timestamp
 from dsdeploy.bench.run import SweepOptions, parse_concurrency
 from dsdeploy.bench.workload import Workload
-from dsdeploy.engines import llamacpp_install
+from dsdeploy.engine_report import decode_ceiling_line, engine_table
+from dsdeploy.engine_setup import install_engine
+from dsdeploy.engines import llamacpp_locate
 from dsdeploy.errors import ConfigError, DsdeployError, EngineStartFailed
 from dsdeploy.eval import quant as eval_quant
 from dsdeploy.eval.perplexity import Window
@@ -225,38 +227,37 @@ def engine_install(
     engine: Annotated[str, typer.Argument(help="Engine to install.")] = "llama.cpp",
     backend: Annotated[str | None, typer.Option(help=describe("engine_backend"))] = None,
     jobs: Annotated[int | None, typer.Option(help=describe("build_jobs"))] = None,
+    rebuild: Annotated[
+        bool, typer.Option(help="Build again even if this machine has a cached build.")
+    ] = False,
 ) -> None:
-    """Build llama.cpp's llama-server for this machine (once; later runs reuse the build)."""
+    """Build llama.cpp's llama-server for this machine and check it runs here (once)."""
     settings = load_settings(engine_backend=backend, build_jobs=jobs)
     try:
         if engine != "llama.cpp":
             raise ConfigError(f"unknown engine {engine!r}; installable engines: llama.cpp")
-        with step_progress("building llama.cpp", console) as progress:
-            installed = llamacpp_install.install(
-                settings.dirs, settings.engine_backend, settings.build_jobs, progress
-            )
+        install_engine(settings, console, rebuild=rebuild)
     except DsdeployError as exc:
         raise fail(exc) from None
-    console.print(f"llama-server {installed.version} at {installed.binary}")
 
 
 @engine_app.command("list")
 def engine_list() -> None:
-    """Show the engines dsdeploy can use, and which one `serve` picks."""
+    """Show the engines dsdeploy can use, whether each ran here, its speed, and the ceiling."""
     settings = load_settings()
     try:
-        active = llamacpp_install.locate(
+        active = llamacpp_locate.locate(
             settings.dirs, settings.llama_server, settings.engine_backend
         )
-        built = list(llamacpp_install.built_engines(settings.dirs))
+        built = list(llamacpp_locate.built_engines(settings.dirs))
     except DsdeployError as exc:
         raise fail(exc) from None
-    table = Table("engine", "version", "origin", "binary", "used by serve")
     candidates = ([active] if active else []) + [b for b in built if b != active]
-    for found in candidates:
-        used = "yes" if found == active else ""
-        table.add_row("llama.cpp", found.version, found.origin, str(found.binary), used)
-    Console().print(table)
+    out = Console()
+    out.print(engine_table(settings.dirs, candidates, active))
+    ceiling = decode_ceiling_line(settings.dirs, active)
+    if ceiling:
+        out.print(ceiling, highlight=False)
     if active is None:
         console.print("no llama-server yet: run `dsdeploy engine install`")
 

@@ -13,6 +13,7 @@
     │   ├── EngineNotInstalled    no engine binary for this machine yet
     │   ├── EngineBuildFailed     building the engine from source failed
     │   └── EngineStartFailed     the engine did not become ready
+    │       └── EngineSmokeFailed an engine binary could not load and answer on this machine
     ├── BenchError                a benchmark target is unreachable or answered badly
     └── EvalError                 a quality evaluation cannot run as asked
 
@@ -90,6 +91,13 @@ class EngineStartFailed(EngineError):
     def __init__(self, message: str, log_tail: list[str]) -> None:
         self.log_tail = log_tail
         super().__init__(message)
+
+
+class EngineSmokeFailed(EngineStartFailed):
+    def __init__(self, message: str, log_tail: list[str], returncode: int | None) -> None:
+        self.returncode = returncode
+        """Negative for a killing signal, as ``subprocess`` reports it; None if it never ran."""
+        super().__init__(message, log_tail)
 
 
 class BenchError(DsdeployError):

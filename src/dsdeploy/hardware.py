@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 
+from dsdeploy.cpu_isa import decide, read_cpu_answers
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "fma", "f16c")
 """CPU features llama.cpp's kernels use (AMX for int8/bf16 matmuls on Sapphire Rapids+)."""
 
@@ -38,6 +40,8 @@ class Hardware:
     gpus: tuple[Gpu, ...] = ()
     driver_version: str = ""
     cuda_version: str = ""
+    isa_left_out: tuple[str, ...] = ()
+    """Extensions the CPU lists but the OS does not let a process use, each with its reason."""
     nvml_error: str = field(default="", compare=False)
     """Why no GPU was read (no driver, no NVML library), for ``dsdeploy hw``."""
 
@@ -105,6 +109,7 @@ def probe(data_dir: Path | None = None) -> Hardware:
         ram_available=memory.available,
         cpu_model=model,
         isa_flags=flags,
+        isa_left_out=decide(read_cpu_answers()).reasons,
         swap_total=psutil.swap_memory().total,
         disk_free=shutil.disk_usage(disk).free if disk else 0,
         gpus=gpus,

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
-from dsdeploy.engines import llamacpp_install
+from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.eval.quant_results import load_quant_eval
@@ -24,7 +24,7 @@ from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
 from dsdeploy.planner.measured import add_measured_quality
 from dsdeploy.planner.render import show_plan
-from dsdeploy.progress import byte_progress, step_progress
+from dsdeploy.progress import byte_progress
 from dsdeploy.pull import pull, resolve
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -41,18 +41,6 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(
                 f"cannot listen on {host}:{port} ({exc.strerror}); pick another with --port"
             ) from None
-
-
-def ensure_engine(settings: Settings, console: Console) -> llamacpp_install.InstalledEngine:
-    dirs = settings.dirs
-    found = llamacpp_install.locate(dirs, settings.llama_server, settings.engine_backend)
-    if found is not None:
-        return found
-    console.print("llama-server is not installed yet: building it once for this machine")
-    with step_progress("building llama.cpp", console) as progress:
-        return llamacpp_install.install(
-            dirs, settings.engine_backend, settings.build_jobs, progress
-        )
 
 
 def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor:
@@ -99,6 +87,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         log_path,
         ready_timeout_s=settings.ready_timeout_s,
         backoff_max_s=settings.restart_backoff_max_s,
+        planned_bytes=plan.llama.ram_bytes if plan.llama else None,
     )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from dsdeploy.engines.base import Engine, EngineCapabilities
+from dsdeploy.engines.exit_status import explain_signal, signal_name
 from dsdeploy.errors import EngineStartFailed
 
 log = logging.getLogger("dsdeploy.supervisor")
@@ -56,10 +57,11 @@ def die_with_parent() -> Callable[[], None] | None:
 
 
 def log_tail(path: Path, offset: int, lines: int = 20) -> list[str]:
+    """The last non-blank lines the engine wrote since ``offset``."""
     with path.open("rb") as handle:
         handle.seek(offset)
         text = handle.read().decode(errors="replace")
-    return text.splitlines()[-lines:]
+    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 class Supervisor:
@@ -73,8 +75,13 @@ class Supervisor:
         *,
         ready_timeout_s: float,
         backoff_max_s: float,
+        planned_bytes: int | None = None,
     ) -> None:
         self.engine = engine
+        self.planned_bytes = planned_bytes
+        """The plan's memory for this engine, quoted when the kernel kills it for memory."""
+        self.last_exit = ""
+        """Why the engine last stopped on its own, for clients and the operator."""
         self.model_name = model_name
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
@@ -106,8 +113,9 @@ class Supervisor:
 
     def unavailable_reason(self) -> str:
         if self.state == "restarting" or (self.state == "ready" and not self._running()):
+            why = f" ({self.last_exit})" if self.last_exit else ""
             return (
-                f"the {self.engine.name} engine stopped unexpectedly and is restarting; "
+                f"the {self.engine.name} engine stopped unexpectedly{why} and is restarting; "
                 "retry in a few seconds"
             )
         if self.state == "ready":
@@ -157,7 +165,9 @@ class Supervisor:
         if failure is not None:
             await self._terminate()
             tail = log_tail(self.log_path, offset)
-            raise EngineStartFailed(f"{failure}; {self.engine.explain_failure(tail)}", tail)
+            if signal_name(self._proc.returncode or 0) is None:
+                failure = f"{failure}; {self.engine.explain_failure(tail)}"
+            raise EngineStartFailed(failure, tail)
         self.state = "ready"
 
     async def _wait_ready(self, proc: subprocess.Popen[bytes]) -> str | None:
@@ -169,9 +179,12 @@ class Supervisor:
         ) as client:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
+                    why = explain_signal(
+                        proc.returncode, loading=True, planned_bytes=self.planned_bytes
+                    )
                     return (
-                        f"{self.engine.name} exited with code {proc.returncode} while loading "
-                        f"{self.model_name}; its log is {self.log_path}"
+                        f"{self.engine.name} stopped while loading {self.model_name}: {why}; "
+                        f"its log is {self.log_path}"
                     )
                 with contextlib.suppress(httpx.TransportError):
                     if (await client.get(self.engine.health_path)).status_code == 200:
@@ -189,14 +202,15 @@ class Supervisor:
             started = time.monotonic()
             while self._proc is not None and self._proc.poll() is None:
                 await asyncio.sleep(POLL_S)
-            code = self._proc.returncode if self._proc is not None else None
+            code = self._proc.returncode if self._proc is not None else 0
+            self.last_exit = explain_signal(code, loading=False, planned_bytes=self.planned_bytes)
             self.state = "restarting"
             self.restarts += 1
             if time.monotonic() - started > HEALTHY_RESETS_BACKOFF_S:
                 failures = 0
             delay = min(self.backoff_max_s, 0.5 * 2**failures)
             failures += 1
-            log.warning("engine exited with code %s; restarting in %.1f s", code, delay)
+            log.warning("engine stopped: %s; restarting in %.1f s", self.last_exit, delay)
             await asyncio.sleep(delay)
             try:
                 await self._launch()

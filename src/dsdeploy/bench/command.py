@@ -14,7 +14,7 @@ from dsdeploy.bench.launch import LocalServer, start_local_server
 from dsdeploy.bench.provenance import Machine, busy, git_revision, machine_now, utc_timestamp
 from dsdeploy.bench.run import SweepOptions, served_models, sweep
 from dsdeploy.bench.stats import NOISY_CV, Row, summarize
-from dsdeploy.engines import llamacpp_install
+from dsdeploy.engines import llamacpp_locate
 from dsdeploy.errors import BenchError, ModelNotFound
 from dsdeploy.memory_bandwidth import measure_read_bandwidth
 from dsdeploy.modelfile import gguf_bytes_read_per_token
@@ -61,7 +61,7 @@ def model_facts(settings: Settings, name: str) -> ModelFacts:
     manifest = store.manifest(name)
     if manifest is None:
         raise ModelNotFound(name, store.names())
-    installed = llamacpp_install.locate(
+    installed = llamacpp_locate.locate(
         settings.dirs, settings.llama_server, settings.engine_backend
     )
     return ModelFacts(

@@ -98,4 +98,4 @@ class LlamaCppEngine:
         for signatures, fix in FAILURE_FIXES:
             if any(signature in text for signature in signatures):
                 return fix
-        return "the engine's last log lines are below"
+        return "the engine's last log lines are below" if log_tail else "its log is empty"

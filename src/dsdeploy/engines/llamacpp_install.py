@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -19,13 +18,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
-from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
+from dsdeploy.cpu_isa import CpuAnswers, IsaDecision, decide, read_cpu_answers
+from dsdeploy.engines.llamacpp_smoke import run_bench, smoke_test
+from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled, EngineSmokeFailed
 from dsdeploy.paths import Dirs
 from dsdeploy.progress import ProgressHook
 
@@ -52,6 +55,8 @@ class InstalledEngine:
     version: str
     origin: str
     """'settings', 'PATH' or 'built'."""
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+    """A build's ``info.json``: ISA decision, build and smoke-test times, llama-bench speed."""
 
 
 def read_version(binary: Path) -> str:
@@ -88,20 +93,17 @@ def choose_backend(requested: str) -> str:
     return "cuda" if find_nvcc() and nvidia_gpu_present() else "cpu"
 
 
-def cpu_signature() -> str:
-    """Builds use -march=native, so a build is only valid on a CPU with the same flags."""
-    flags = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = " ".join(sorted(line.split(":", 1)[1].split()))
-                break
-    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:12]
+def cpu_signature(cpu: CpuAnswers) -> str:
+    """Builds use -march=native minus what the OS does not allow, so a build is valid only
+    where the CPU lists the same flags and the kernel enables the same register state."""
+    flags = " ".join(sorted(cpu.flags))
+    state = "unknown" if cpu.xcomp_supported is None else f"{cpu.xcomp_supported:#x}"
+    text = f"{cpu.machine} {flags} xcomp={state} {decide(cpu).tag}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def build_key(backend: str) -> str:
-    return f"{SDIST_VERSION}-{backend}-{platform.machine()}-{cpu_signature()}"
+def build_key(backend: str, cpu: CpuAnswers) -> str:
+    return f"{SDIST_VERSION}-{backend}-{cpu.machine}-{cpu_signature(cpu)}"
 
 
 def engine_root(dirs: Dirs) -> Path:
@@ -110,30 +112,6 @@ def engine_root(dirs: Dirs) -> Path:
 
 def built_binary(dirs: Dirs, key: str) -> Path:
     return engine_root(dirs) / key / "bin" / "llama-server"
-
-
-def built_engines(dirs: Dirs) -> Iterator[InstalledEngine]:
-    for info_path in sorted(engine_root(dirs).glob("*/info.json")):
-        info = json.loads(info_path.read_text())
-        binary = built_binary(dirs, info_path.parent.name)
-        if binary.exists():
-            yield InstalledEngine(binary=binary, version=info["version"], origin="built")
-
-
-def locate(dirs: Dirs, configured: Path | None, backend: str) -> InstalledEngine | None:
-    if configured is not None:
-        if not configured.exists():
-            raise EngineNotInstalled(
-                f"DSDEPLOY_LLAMA_SERVER points at {configured}, which does not exist"
-            )
-        return InstalledEngine(configured, read_version(configured), "settings")
-    on_path = shutil.which("llama-server")
-    if on_path:
-        return InstalledEngine(Path(on_path), read_version(Path(on_path)), "PATH")
-    binary = built_binary(dirs, build_key(choose_backend(backend)))
-    if binary.exists():
-        return InstalledEngine(binary, read_version(binary), "built")
-    return None
 
 
 def source_tree(dirs: Dirs) -> Path:
@@ -211,7 +189,14 @@ def run_logged(command: list[str], log: Path, progress: ProgressHook | None = No
 
 
 def compile_tree(
-    source: Path, build: Path, *, backend: str, jobs: int, progress: ProgressHook, log: Path
+    source: Path,
+    build: Path,
+    *,
+    backend: str,
+    isa: IsaDecision,
+    jobs: int,
+    progress: ProgressHook,
+    log: Path,
 ) -> None:
     if shutil.which("cmake") is None:
         raise EngineBuildFailed(
@@ -219,52 +204,122 @@ def compile_tree(
             "(Debian/Ubuntu: `apt-get install cmake build-essential`)"
         )
     flags = [*CMAKE_FLAGS, *(CUDA_FLAGS if backend == "cuda" else ())]
+    if isa.compiler_flags:
+        # GCC and Clang let an explicit -mno-X win over -march=native, whatever the order.
+        extra = " ".join(isa.compiler_flags)
+        flags += [f"-DCMAKE_C_FLAGS={extra}", f"-DCMAKE_CXX_FLAGS={extra}"]
     run_logged(["cmake", "-S", str(source), "-B", str(build), *flags], log)
     run_logged(
-        [
-            "cmake",
-            "--build",
-            str(build),
-            "--config",
-            "Release",
-            "-j",
-            str(jobs),
-            "--target",
-            *TARGETS,
-        ],
+        ["cmake", "--build", str(build), "--config", "Release", "-j", str(jobs)]
+        + ["--target", *TARGETS],
         log,
         progress,
     )
 
 
-def install(dirs: Dirs, backend: str, jobs: int | None, progress: ProgressHook) -> InstalledEngine:
-    """Build llama-server for this machine unless the cache already has it."""
-    backend = choose_backend(backend)
-    key = build_key(backend)
+@dataclass(frozen=True)
+class SmokeSubject:
+    """The model every new engine must load and answer with here, and the threads to use."""
+
+    model: Path
+    threads: int
+
+
+def build_proven(
+    dirs: Dirs,
+    key: str,
+    backend: str,
+    isa: IsaDecision,
+    jobs: int | None,
+    progress: ProgressHook,
+    subject: SmokeSubject,
+) -> None:
+    """Compile, smoke-test and measure in a scratch folder; only a build that ran here is
+    moved into the cache, so a crashing one is never found again."""
     root = engine_root(dirs)
-    binary = built_binary(dirs, key)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".build-{key}-") as tmp:
+        work = Path(tmp)
+        log = root / f"{key}.build.log"
+        log.write_text("")
+        progress(0, 100)
+        started = time.monotonic()
+        cores = jobs or os.cpu_count() or 1
+        compile_tree(
+            source_tree(dirs),
+            work / "build",
+            backend=backend,
+            isa=isa,
+            jobs=cores,
+            progress=progress,
+            log=log,
+        )
+        build_s = time.monotonic() - started
+        staged = work / "staged"
+        (staged / "bin").mkdir(parents=True)
+        for name in TARGETS:
+            shutil.copy2(work / "build" / "bin" / name, staged / "bin" / name)
+        started = time.monotonic()
+        smoke_log = root / f"{key}.smoke.log"
+        smoke_test(staged / "bin" / "llama-server", subject.model, subject.threads, smoke_log)
+        smoke_s = time.monotonic() - started
+        bench = run_bench(staged / "bin" / "llama-bench", subject.model, subject.threads, smoke_log)
+        info = {
+            "version": read_version(staged / "bin" / "llama-server"),
+            "backend": backend,
+            "source": SDIST_REQUIREMENT,
+            "isa": {"tag": isa.tag, "disabled": list(isa.disabled), "reasons": list(isa.reasons)},
+            "isa_conservative": isa.conservative,
+            "build_seconds": round(build_s, 1),
+            "smoke_test": {"model": subject.model.name, "seconds": round(smoke_s, 2)},
+            "bench": bench.as_dict() if bench else None,
+        }
+        (staged / "info.json").write_text(json.dumps(info, indent=2))
+        os.replace(staged, root / key)
+
+
+def install(
+    dirs: Dirs,
+    backend: str,
+    jobs: int | None,
+    progress: ProgressHook,
+    subject: Callable[[], SmokeSubject],
+    *,
+    cpu: CpuAnswers | None = None,
+    rebuild: bool = False,
+    say: Callable[[str], None] = print,
+) -> InstalledEngine:
+    """Build llama-server for this machine unless the cache already has a build that ran
+    here. A build killed by SIGILL is rebuilt once with the conservative ISA set.
+    ``subject`` is asked for only when something is built (it may have to pull a model)."""
+    backend = choose_backend(backend)
+    cpu = cpu or read_cpu_answers()
+    key = build_key(backend, cpu)
+    root = engine_root(dirs)
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{key}.lock")):
-        if binary.exists():
-            return InstalledEngine(binary, read_version(binary), "built")
-        for stale in root.glob(f".build-{key}-*"):  # left by a build that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        with tempfile.TemporaryDirectory(dir=root, prefix=f".build-{key}-") as tmp:
-            work = Path(tmp)
-            log = root / f"{key}.build.log"
-            log.write_text("")
-            progress(0, 100)
-            source = source_tree(dirs)
-            cores = jobs or os.cpu_count() or 1
-            compile_tree(
-                source, work / "build", backend=backend, jobs=cores, progress=progress, log=log
-            )
-            staged = work / "staged"
-            (staged / "bin").mkdir(parents=True)
-            for name in TARGETS:
-                shutil.copy2(work / "build" / "bin" / name, staged / "bin" / name)
-            version = read_version(staged / "bin" / "llama-server")
-            info = {"version": version, "backend": backend, "source": SDIST_REQUIREMENT}
-            (staged / "info.json").write_text(json.dumps(info, indent=2))
-            os.replace(staged, root / key)
-    return InstalledEngine(binary, version, "built")
+        if rebuild:
+            shutil.rmtree(root / key, ignore_errors=True)
+        if not built_binary(dirs, key).exists():
+            for stale in root.glob(f".build-{key}-*"):  # left by a build that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            isa = decide(cpu)
+            model = subject()
+            for reason in isa.reasons:
+                say(f"building without {reason}")
+            try:
+                build_proven(dirs, key, backend, isa, jobs, progress, model)
+            except EngineSmokeFailed as crash:
+                fallback = decide(cpu, conservative=True)
+                if crash.returncode != -signal.SIGILL or fallback.disabled == isa.disabled:
+                    raise
+                say(
+                    "the build was killed by SIGILL on this CPU; rebuilding once without "
+                    + ", ".join(sorted(set(fallback.disabled) - set(isa.disabled)))
+                )
+                build_proven(dirs, key, backend, fallback, jobs, progress, model)
+    return built_engine(dirs, key)
+
+
+def built_engine(dirs: Dirs, key: str) -> InstalledEngine:
+    info = json.loads((engine_root(dirs) / key / "info.json").read_text())
+    return InstalledEngine(built_binary(dirs, key), info["version"], "built", info)

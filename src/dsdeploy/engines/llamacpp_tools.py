@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from dsdeploy.engines.llamacpp_install import locate
+from dsdeploy.engines.llamacpp_locate import locate
 from dsdeploy.errors import EngineError, EngineNotInstalled
 from dsdeploy.settings import Settings
 

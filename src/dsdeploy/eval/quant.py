@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dsdeploy.engines.llamacpp_install import locate
+from dsdeploy.engines.llamacpp_locate import locate
 from dsdeploy.engines.llamacpp_tools import tool_path
 from dsdeploy.errors import EvalError, ModelNotFound
 from dsdeploy.eval.corpus import evaluation_text

@@ -12,7 +12,7 @@ import httpx
 
 from dsdeploy.bench.client import Target, parse_target, served_model
 from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
-from dsdeploy.engines.llamacpp_install import locate
+from dsdeploy.engines.llamacpp_locate import locate
 from dsdeploy.errors import EngineNotInstalled, EvalError
 from dsdeploy.eval.tasks import Item, TaskSet
 from dsdeploy.hardware import probe

@@ -53,6 +53,8 @@ def show_hardware(hardware: Hardware, console: Console) -> None:
         f"{hardware.cpu_model} ({hardware.physical_cores} cores, {hardware.logical_cores} threads)",
     )
     table.add_row("ISA", ", ".join(hardware.isa_flags) or "none of AVX2/AVX-512/AMX")
+    for reason in hardware.isa_left_out:
+        table.add_row("not usable", reason)
     table.add_row(
         "RAM",
         f"{hardware.ram_total / GIB:.1f} GiB, {hardware.ram_available / GIB:.1f} GiB available",
