@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from dsdeploy.cpu_isa import CpuAnswers, decide, read_cpu_answers, read_xcomp_supported
+from dsdeploy.cpu_isa import CpuAnswers, IsaDecision, decide, read_cpu_answers, read_xcomp_supported
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.exit_status import explain_signal
 
@@ -143,3 +145,37 @@ def test_sigkill_at_load_points_at_memory_with_the_plans_figure() -> None:
 
 def test_a_plain_exit_code_is_not_called_a_signal() -> None:
     assert explain_signal(1, loading=True) == "it exited with code 1"
+
+
+def predefined_macros(flags: list[str]) -> set[str]:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    done = subprocess.run(
+        [compiler, *flags, "-dM", "-E", "-"], input="", capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"{compiler} does not know -march=sapphirerapids")
+    return {line.split()[1] for line in done.stdout.splitlines() if line.startswith("#define")}
+
+
+@pytest.mark.parametrize(
+    ("decision", "gone", "kept"),
+    [
+        (decide(SPR_VM), {"__AMX_TILE__", "__AMX_INT8__", "__AMX_BF16__"}, {"__AVX512F__"}),
+        (
+            decide(SPR_METAL, conservative=True),
+            {"__AMX_TILE__", "__AVX512F__", "__AVX512FP16__"},
+            {"__AVX2__", "__FMA__", "__F16C__"},
+        ),
+    ],
+    ids=["amx-off", "conservative"],
+)
+def test_the_compiler_honours_the_decision_over_march(
+    decision: IsaDecision, gone: set[str], kept: set[str]
+) -> None:
+    """CMake puts CMAKE_C_FLAGS before ggml's -march=native; the -mno flags must still win.
+    Checked with the Sapphire Rapids target, which any x86-64 GCC or Clang can compile for."""
+    macros = predefined_macros([*decision.compiler_flags, "-march=sapphirerapids"])
+    assert not gone & macros
+    assert kept <= macros

@@ -100,7 +100,7 @@ def test_build_killed_by_sigill_is_rebuilt_once_without_avx512_and_amx(
     fake_cmake(tmp_path / "bin", real_engine(model_home).binary.parent)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     dirs, said = scratch_dirs(tmp_path), []
-    subject = SmokeSubject(default_model(model_home), threads=2)
+    subject = SmokeSubject(default_model(model_home), 2, dict(os.environ))
     installed = llamacpp_install.install(
         dirs, "cpu", 2, lambda d, t: None, lambda: subject, cpu=SPR_METAL, say=said.append
     )
@@ -117,7 +117,7 @@ def test_build_killed_by_sigill_with_nothing_left_to_drop_is_refused_and_not_cac
     fake_cmake(tmp_path / "bin", real_engine(model_home).binary.parent)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     dirs = scratch_dirs(tmp_path)
-    subject = SmokeSubject(default_model(model_home), threads=2)
+    subject = SmokeSubject(default_model(model_home), 2, dict(os.environ))
     with pytest.raises(EngineSmokeFailed) as refused:
         llamacpp_install.install(dirs, "cpu", 2, lambda d, t: None, lambda: subject, cpu=ZEN3)
     assert refused.value.returncode == -signal.SIGILL
@@ -154,7 +154,7 @@ def test_found_binary_is_checked_once_and_then_trusted(
     dirs = Settings().dirs
     before = run_cli(isolated_home, "engine", "list", PATH=path)
     assert "not checked yet" in before.stdout
-    llamacpp_locate.prove(dirs, found, SmokeSubject(default_model(model_home), threads=2))
+    llamacpp_locate.prove(dirs, found, SmokeSubject(default_model(model_home), 2, dict(os.environ)))
     assert llamacpp_locate.proven_here(dirs, found)
     after = run_cli(isolated_home, "engine", "list", PATH=path)
     assert "not checked yet" not in after.stdout

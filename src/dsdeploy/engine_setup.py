@@ -3,6 +3,7 @@ model (pulled first if the store lacks it), before anything is served with it.""
 
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
 
@@ -26,7 +27,7 @@ def smoke_subject(settings: Settings, console: Console) -> SmokeSubject:
         bar = partial(byte_progress, console=console)
         manifest = pull(resolve(DEFAULT_MODEL), store, settings, bar)
     threads = settings.threads or psutil.cpu_count(logical=False) or 1
-    return SmokeSubject(store.weights_path(manifest), threads)
+    return SmokeSubject(store.weights_path(manifest), threads, dict(os.environ))
 
 
 def install_engine(settings: Settings, console: Console, *, rebuild: bool) -> InstalledEngine:

@@ -12,6 +12,7 @@
     ├── EngineError
     │   ├── EngineNotInstalled    no engine binary for this machine yet
     │   ├── EngineBuildFailed     building the engine from source failed
+    │   ├── EngineUnavailable     a model's engine cannot take a request now (client-safe text)
     │   └── EngineStartFailed     the engine did not become ready
     │       └── EngineSmokeFailed an engine binary could not load and answer on this machine
     ├── BenchError                a benchmark target is unreachable or answered badly
@@ -85,6 +86,10 @@ class EngineNotInstalled(EngineError):
 
 class EngineBuildFailed(EngineError):
     pass
+
+
+class EngineUnavailable(EngineError):
+    """Its message is shown to API clients: no paths, no log locations."""
 
 
 class EngineStartFailed(EngineError):

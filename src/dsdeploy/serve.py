@@ -4,6 +4,7 @@ supervision, and put the gateway in front of it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 from collections.abc import Coroutine
@@ -69,7 +70,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         binary=installed.binary,
         model_path=weights,
         alias=manifest.name,
-        launch=launch,
+        options=launch,
         embedding_model=manifest.info.embedding_model,
     )
     console.print(
@@ -88,6 +89,7 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         ready_timeout_s=settings.ready_timeout_s,
         backoff_max_s=settings.restart_backoff_max_s,
         planned_bytes=plan.llama.ram_bytes if plan.llama else None,
+        environ=os.environ,
     )
 
 

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
 
-from dsdeploy.engines.base import Engine, EngineCapabilities
+from dsdeploy.engines.base import Engine, EngineCapabilities, EngineFailure
 from dsdeploy.engines.exit_status import explain_signal, signal_name
 from dsdeploy.errors import EngineStartFailed
 
@@ -76,8 +76,11 @@ class Supervisor:
         ready_timeout_s: float,
         backoff_max_s: float,
         planned_bytes: int | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.engine = engine
+        self.environ = dict(environ or {})
+        """dsdeploy's environment, of which the engine gets only its allowlist."""
         self.planned_bytes = planned_bytes
         """The plan's memory for this engine, quoted when the kernel kills it for memory."""
         self.last_exit = ""
@@ -95,6 +98,9 @@ class Supervisor:
     @property
     def capabilities(self) -> EngineCapabilities:
         return self.engine.capabilities
+
+    def translate_error(self, status: int, payload: bytes) -> EngineFailure | None:
+        return self.engine.translate_error(status, payload)
 
     @property
     def socket_path(self) -> Path:
@@ -152,9 +158,12 @@ class Supervisor:
         self.socket_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        spec = self.engine.launch(self.socket_path, self.environ)
         with self.log_path.open("ab") as sink:
             self._proc = subprocess.Popen(
-                self.engine.argv(self.socket_path),
+                spec.argv,
+                env=spec.env,
+                pass_fds=spec.pass_fds,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -222,10 +231,12 @@ class Supervisor:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        # The engine leads its own process group: its workers (vLLM's) stop with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         while proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S / 4)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -1,10 +1,36 @@
-"""The one interface every engine meets; the supervisor and gateway know nothing else."""
+"""The one interface every engine meets; the runtime and gateway know nothing else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+ENV_ALLOWLIST = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "NVIDIA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+)
+"""What an engine may inherit from dsdeploy's environment: where programs and libraries are,
+locale, and which devices it may use. Tokens (HF_TOKEN), keys and everything else stay out."""
+
+
+def allowlisted_environment(
+    environ: Mapping[str, str], extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment an engine starts with: the allowlisted variables, then its own."""
+    kept = {name: environ[name] for name in ENV_ALLOWLIST if name in environ}
+    return kept | dict(extra or {})
 
 
 @dataclass(frozen=True)
@@ -14,6 +40,35 @@ class EngineCapabilities:
     chat: bool = True
     completions: bool = True
     embeddings: bool = False
+    responses: bool = False
+    """OpenAI Responses API (``/v1/responses``)."""
+    messages: bool = False
+    """Anthropic Messages API (``/v1/messages``, ``/v1/messages/count_tokens``)."""
+    tokenize: bool = False
+    """``/tokenize`` and ``/detokenize``."""
+    max_choices: int = 1
+    """Largest ``n`` (choices per request) the engine answers."""
+    reasoning_parser: str | None = None
+    tool_parser: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to start an engine: its command line, its whole environment, and the file
+    descriptors it inherits (e.g. decrypted weights in a memfd)."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    pass_fds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """An engine's own error answer, put in API terms by the engine's adapter."""
+
+    status: int
+    message: str
+    code: str | None = None
 
 
 class Engine(Protocol):
@@ -31,10 +86,16 @@ class Engine(Protocol):
         """GET path that answers 200 once the model is loaded and requests can be served."""
         ...
 
-    def argv(self, socket_path: Path) -> list[str]:
-        """The command line that serves the model on the Unix socket ``socket_path``."""
+    def launch(self, socket_path: Path, environ: Mapping[str, str]) -> LaunchSpec:
+        """How to serve the model on the Unix socket ``socket_path``; ``environ`` is
+        dsdeploy's own environment, of which only the allowlist may pass."""
         ...
 
     def explain_failure(self, log_tail: list[str]) -> str:
         """What to do about a start that failed, judged from the end of the engine's log."""
+        ...
+
+    def translate_error(self, status: int, payload: bytes) -> EngineFailure | None:
+        """The engine's non-200 answer in API terms, or None for a failure the client
+        should only see as a generic 502 (its text goes to the operator's log)."""
         ...

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsdeploy.engines.base import EngineCapabilities
+from dsdeploy.engines.base import (
+    EngineCapabilities,
+    EngineFailure,
+    LaunchSpec,
+    allowlisted_environment,
+)
 
 FAILURE_FIXES = (
     (
@@ -45,21 +52,30 @@ class LlamaCppEngine:
     binary: Path
     model_path: Path
     alias: str
-    launch: LaunchOptions
+    options: LaunchOptions
     embedding_model: bool = False
     name: str = "llama.cpp"
     health_path: str = "/health"
     capabilities: EngineCapabilities = field(init=False)
 
     def __post_init__(self) -> None:
-        embeds = self.embedding_model
+        generates = not self.embedding_model
         capabilities = EngineCapabilities(
-            chat=not embeds, completions=not embeds, embeddings=embeds
+            chat=generates,
+            completions=generates,
+            embeddings=not generates,
+            responses=generates,
+            messages=generates,
+            tokenize=True,
+            max_choices=self.options.parallel if generates else 1,
         )
         object.__setattr__(self, "capabilities", capabilities)
 
+    def launch(self, socket_path: Path, environ: Mapping[str, str]) -> LaunchSpec:
+        return LaunchSpec(tuple(self.argv(socket_path)), allowlisted_environment(environ))
+
     def argv(self, socket_path: Path) -> list[str]:
-        launch = self.launch
+        launch = self.options
         argv = [
             str(self.binary),
             "--model",
@@ -99,3 +115,22 @@ class LlamaCppEngine:
             if any(signature in text for signature in signatures):
                 return fix
         return "the engine's last log lines are below" if log_tail else "its log is empty"
+
+    def translate_error(self, status: int, payload: bytes) -> EngineFailure | None:
+        """llama-server's 4xx speak about the request and are passed on; its 5xx are not."""
+        try:
+            error = json.loads(payload)["error"]
+            message, kind = str(error["message"]), str(error.get("type", ""))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if kind == "exceed_context_size_error":
+            return EngineFailure(
+                400,
+                f"this model's context is {error.get('n_ctx')} tokens per request, but the "
+                f"request has {error.get('n_prompt_tokens')} prompt tokens: shorten it, or "
+                "serve with a larger --ctx-size",
+                code="context_length_exceeded",
+            )
+        if 400 <= status < 500 and message:
+            return EngineFailure(status, message[:1000])
+        return None

@@ -19,7 +19,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,8 @@ class SmokeSubject:
 
     model: Path
     threads: int
+    environ: Mapping[str, str]
+    """dsdeploy's environment, of which the engine gets only the allowlist."""
 
 
 def build_proven(
@@ -260,7 +262,13 @@ def build_proven(
             shutil.copy2(work / "build" / "bin" / name, staged / "bin" / name)
         started = time.monotonic()
         smoke_log = root / f"{key}.smoke.log"
-        smoke_test(staged / "bin" / "llama-server", subject.model, subject.threads, smoke_log)
+        smoke_test(
+            staged / "bin" / "llama-server",
+            subject.model,
+            subject.threads,
+            smoke_log,
+            subject.environ,
+        )
         smoke_s = time.monotonic() - started
         bench = run_bench(staged / "bin" / "llama-bench", subject.model, subject.threads, smoke_log)
         info = {

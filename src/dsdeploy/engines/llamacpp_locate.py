@@ -77,6 +77,8 @@ def prove(dirs: Dirs, found: InstalledEngine, subject: SmokeSubject) -> None:
         return
     record = proof_record(dirs, found.binary, cpu)
     record.parent.mkdir(parents=True, exist_ok=True)
-    smoke_test(found.binary, subject.model, subject.threads, record.with_suffix(".log"))
+    smoke_test(
+        found.binary, subject.model, subject.threads, record.with_suffix(".log"), subject.environ
+    )
     verdict = {"binary": str(found.binary), "version": found.version, "model": subject.model.name}
     record.write_text(json.dumps(verdict, indent=2))

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def ask_one_completion(client: httpx.Client, proc: subprocess.Popen[bytes]) -> s
     return None
 
 
-def smoke_test(binary: Path, model: Path, threads: int, log: Path) -> None:
+def smoke_test(
+    binary: Path, model: Path, threads: int, log: Path, environ: Mapping[str, str]
+) -> None:
     """Load ``model`` in ``binary`` on a private socket and complete a prompt; raise
     EngineSmokeFailed, naming a killing signal and what to do, if it cannot."""
     engine = LlamaCppEngine(binary, model, "smoke", LaunchOptions(threads, 512, 1))
@@ -93,8 +96,10 @@ def smoke_test(binary: Path, model: Path, threads: int, log: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="dsdeploy-smoke-") as rundir:
         socket_path = Path(rundir) / "engine.sock"
         with log.open("wb") as sink:
+            spec = engine.launch(socket_path, environ)
             proc = subprocess.Popen(
-                engine.argv(socket_path),
+                spec.argv,
+                env=spec.env,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

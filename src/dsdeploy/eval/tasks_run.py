@@ -99,7 +99,7 @@ async def score_gguf(
         ctx_per_slot=CTX_PER_SLOT,
         parallel=concurrency,
     )
-    engine = LlamaCppEngine(binary=installed.binary, model_path=path, alias=name, launch=launch)
+    engine = LlamaCppEngine(binary=installed.binary, model_path=path, alias=name, options=launch)
     supervisor = Supervisor(
         engine,
         name,

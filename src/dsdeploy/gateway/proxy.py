@@ -11,7 +11,6 @@ before any byte came back is tried once more; after that the client gets a 503.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,26 +43,14 @@ def new_engine_client(socket_path: Path) -> aiohttp.ClientSession:
     )
 
 
-def engine_error(status: int, payload: bytes, prompt_param: str) -> ApiError:
-    """The engine's 4xx speak about the request and are passed on; its 5xx are not."""
-    try:
-        error = json.loads(payload)["error"]
-        message, kind = str(error["message"]), str(error.get("type", ""))
-    except (ValueError, KeyError, TypeError):
-        error, message, kind = {}, "", ""
-    if kind == "exceed_context_size_error":
-        return ApiError(
-            400,
-            f"this model's context is {error.get('n_ctx')} tokens per request, but the "
-            f"request has {error.get('n_prompt_tokens')} prompt tokens: shorten it, or serve "
-            "with a larger --ctx-size",
-            code="context_length_exceeded",
-            param=prompt_param,
-        )
-    if 400 <= status < 500 and message:
-        return ApiError(status, message[:1000])
-    log.error("engine answered %d: %s", status, payload[:500])
-    return ApiError(502, "the engine failed to answer this request", code="engine_error")
+def engine_error(upstream: Upstream, status: int, payload: bytes, prompt_param: str) -> ApiError:
+    """The engine's adapter says what its error means; anything else is a generic 502."""
+    failure = upstream.translate_error(status, payload)
+    if failure is None:
+        log.error("engine answered %d: %s", status, payload[:500])
+        return ApiError(502, "the engine failed to answer this request", code="engine_error")
+    param = prompt_param if failure.code == "context_length_exceeded" else None
+    return ApiError(failure.status, failure.message, code=failure.code, param=param)
 
 
 async def release(response: aiohttp.ClientResponse) -> None:
@@ -81,7 +68,7 @@ class EngineProxy:
         if response.status != 200:
             payload = await response.read()
             response.release()
-            raise engine_error(response.status, payload, prompt_param)
+            raise engine_error(self.upstream, response.status, payload, prompt_param)
         if stream:
             return StreamingResponse(
                 self._relay(response),
