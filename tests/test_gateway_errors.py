@@ -3,28 +3,28 @@ with its own text."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from dsdeploy.engines.base import EngineCapabilities
 from dsdeploy.gateway.app import create_app
 
 
-class BrokenUpstream:
-    """An upstream whose capabilities lookup fails with a message that must not leak."""
+class BrokenPool:
+    """A pool whose lease fails with a message that must not leak."""
 
-    model_name = "smollm2"
-    socket_path = Path("/nonexistent/engine.sock")
-    ready = True
+    def model_names(self) -> list[str]:
+        return ["smollm2"]
 
-    @property
-    def capabilities(self) -> EngineCapabilities:
+    def health(self) -> tuple[bool, str]:
+        return True, ""
+
+    @contextlib.asynccontextmanager
+    async def lease(self, model: str) -> AsyncIterator[object]:
         raise RuntimeError("secret path /etc/dsdeploy/keys in the error text")
-
-    def unavailable_reason(self) -> str:
-        return "unused"
+        yield  # a generator, so that this is a context manager
 
     async def start(self) -> None:
         return None
@@ -36,7 +36,7 @@ class BrokenUpstream:
 def test_unexpected_error_is_a_generic_500_without_its_text(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with TestClient(create_app(BrokenUpstream()), raise_server_exceptions=False) as client:
+    with TestClient(create_app(BrokenPool()), raise_server_exceptions=False) as client:
         response = client.post(
             "/v1/chat/completions",
             json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},

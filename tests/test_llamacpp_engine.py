@@ -10,9 +10,10 @@ import psutil
 import pytest
 
 from dsdeploy.engines import llamacpp_install, llamacpp_locate
-from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
+from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
 from dsdeploy.planner.launch import plan_serving
+from dsdeploy.planner.launch_plan import LaunchPlan
 from dsdeploy.planner.placement import Machine
 from dsdeploy.settings import Settings
 from tests.conftest import run_cli
@@ -25,7 +26,7 @@ def flag(argv: list[str], name: str) -> str:
 
 
 def test_engine_listens_on_the_given_socket_with_the_store_name() -> None:
-    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "smollm2", LaunchOptions(4, 2048, 4))
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "smollm2", LaunchPlan(4, 2048, 4))
     argv = engine.argv(Path("/run/x/engine.sock"))
     assert flag(argv, "--host") == "/run/x/engine.sock"
     assert "--port" not in argv
@@ -34,13 +35,13 @@ def test_engine_listens_on_the_given_socket_with_the_store_name() -> None:
 
 
 def test_context_is_per_slot_times_slots() -> None:
-    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(2, 1024, 3))
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(2, 1024, 3))
     argv = engine.argv(Path("e.sock"))
     assert (flag(argv, "--ctx-size"), flag(argv, "--parallel")) == ("3072", "3")
     assert "--no-kv-unified" in argv
 
 
-def serving_launch(**flags: int | None) -> LaunchOptions:
+def serving_launch(**flags: int | None) -> LaunchPlan:
     given = {"threads": None, "ctx_size": None, "parallel": None} | flags
     launch, _ = plan_serving("smollm2", Path("/b"), "m.Q4_1.gguf", 96_000_000, MACHINE, **given)
     return launch
@@ -48,7 +49,7 @@ def serving_launch(**flags: int | None) -> LaunchOptions:
 
 def test_launch_uses_physical_cores_four_slots_and_4096_tokens_each() -> None:
     launch = serving_launch(threads=None, ctx_size=None, parallel=None)
-    assert launch == LaunchOptions(threads=8, ctx_per_slot=4096, parallel=4)
+    assert launch == LaunchPlan(threads=8, ctx_per_slot=4096, parallel=4)
 
 
 def test_launch_caps_context_at_the_models() -> None:
@@ -58,11 +59,11 @@ def test_launch_caps_context_at_the_models() -> None:
 
 def test_launch_flags_win_over_the_plan() -> None:
     launch = serving_launch(threads=3, ctx_size=512, parallel=2)
-    assert launch == LaunchOptions(threads=3, ctx_per_slot=512, parallel=2)
+    assert launch == LaunchPlan(threads=3, ctx_per_slot=512, parallel=2)
 
 
 def test_gpu_plan_places_layers_and_experts_itself() -> None:
-    launch = LaunchOptions(8, 4096, 1, gpu_layers=61, cpu_moe_layers=55)
+    launch = LaunchPlan(8, 4096, 1, gpu_layers=61, cpu_moe_layers=55)
     argv = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", launch).argv(Path("e.sock"))
     assert (flag(argv, "--n-gpu-layers"), flag(argv, "--n-cpu-moe")) == ("61", "55")
     assert flag(argv, "--fit") == "off"
@@ -76,7 +77,7 @@ def test_cpu_plan_leaves_gpu_flags_out() -> None:
 
 
 def test_quantized_kv_cache_turns_flash_attention_on() -> None:
-    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(1, 512, 1, "q8_0"))
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(1, 512, 1, "q8_0"))
     argv = engine.argv(Path("e.sock"))
     assert (flag(argv, "--flash-attn"), flag(argv, "-ctk"), flag(argv, "-ctv")) == (
         "on",
@@ -87,7 +88,7 @@ def test_quantized_kv_cache_turns_flash_attention_on() -> None:
 
 def test_embedding_models_serve_only_embeddings() -> None:
     engine = LlamaCppEngine(
-        Path("/bin/ls"), Path("/m.gguf"), "e", LaunchOptions(1, 512, 1), embedding_model=True
+        Path("/bin/ls"), Path("/m.gguf"), "e", LaunchPlan(1, 512, 1), embedding_model=True
     )
     assert engine.capabilities.embeddings
     assert not engine.capabilities.chat
@@ -170,5 +171,5 @@ def test_failed_build_step_names_its_log_and_shows_the_end(tmp_path: Path) -> No
     ],
 )
 def test_start_failures_are_explained_from_the_engine_log(log_line: str, advice: str) -> None:
-    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchOptions(1, 512, 1))
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(1, 512, 1))
     assert advice in engine.explain_failure(["loading", log_line])

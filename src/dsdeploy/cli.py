@@ -94,19 +94,35 @@ def main_options(
 
 @app.command()
 def serve(
-    model: Annotated[str, typer.Argument(help="Model name in the store.")] = DEFAULT_MODEL,
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models in the store to serve (default: every stored model)."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help=describe("host"))] = None,
     port: Annotated[int | None, typer.Option(help=describe("port"))] = None,
     threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
     ctx_size: Annotated[int | None, typer.Option(help=describe("ctx_size"))] = None,
     parallel: Annotated[int | None, typer.Option(help=describe("parallel"))] = None,
+    keep_alive: Annotated[float | None, typer.Option(help=describe("keep_alive_s"))] = None,
+    memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
+    preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
+    pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
 ) -> None:
-    """Serve a model at an OpenAI-compatible API (pulls the model and engine if needed)."""
+    """Serve models at an OpenAI-compatible API, each loaded on its first request (a single
+    model is loaded at once); pulls the model and builds the engine if needed."""
     settings = load_settings(
-        host=host, port=port, threads=threads, ctx_size=ctx_size, parallel=parallel
+        host=host,
+        port=port,
+        threads=threads,
+        ctx_size=ctx_size,
+        parallel=parallel,
+        keep_alive_s=keep_alive,
+        memory_budget=memory_budget,
+        preload=preload,
+        pin=pin,
     )
     try:
-        run_server(settings, model, console)
+        run_server(settings, models or [], console)
     except DsdeployError as exc:
         raise fail(exc) from None
 

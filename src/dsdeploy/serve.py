@@ -1,14 +1,12 @@
-"""``dsdeploy serve``: pull the model and engine if needed, start the engine under
-supervision, and put the gateway in front of it."""
+"""``dsdeploy serve``: resolve the models, find or build the engine, plan each model, and put
+the gateway in front of the pool that starts their engines."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 from collections.abc import Coroutine
-from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -16,20 +14,15 @@ import uvicorn
 from rich.console import Console
 
 from dsdeploy.engine_setup import ensure_engine
-from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
-from dsdeploy.eval.quant_results import load_quant_eval
 from dsdeploy.gateway.app import create_app
-from dsdeploy.hardware import probe
-from dsdeploy.planner.launch import plan_serving
-from dsdeploy.planner.machine import machine_for
-from dsdeploy.planner.measured import add_measured_quality
-from dsdeploy.planner.render import show_plan
-from dsdeploy.progress import byte_progress
-from dsdeploy.pull import pull, resolve
+from dsdeploy.hardware import Hardware, probe
+from dsdeploy.planner.machine import parse_size
+from dsdeploy.planner.placement import RAM_RESERVE
+from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
-from dsdeploy.supervisor import Supervisor
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -44,52 +37,42 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor:
-    """Everything that can fail before a process starts: model, engine, launch flags."""
+def budget_bytes(settings: Settings, hardware: Hardware) -> int:
+    if settings.memory_budget is None:
+        return hardware.ram_available - RAM_RESERVE
+    return parse_size(settings.memory_budget)
+
+
+def prepare(settings: Settings, requested: list[str], console: Console) -> EnginePool:
+    """Everything that can fail before a process starts: models, engine, plans, budget."""
     store = Store(settings.dirs.models)
-    manifest = store.manifest(model_name)
-    if manifest is None:
-        entry = resolve(model_name)
-        manifest = pull(entry, store, settings, partial(byte_progress, console=console))
+    names = served_names(store, requested)
+    unknown = sorted(set(settings.preload + settings.pin) - set(names))
+    if unknown:
+        raise ConfigError(f"--preload/--pin name models that are not served: {', '.join(unknown)}")
+    manifests = [stored_or_pulled(settings, store, name, console) for name in names]
     installed = ensure_engine(settings, console)
     hardware = probe(settings.dirs.data)
-    weights = store.weights_path(manifest)
-    launch, plan = plan_serving(
-        manifest.name,
-        weights,
-        manifest.weights.path,
-        manifest.weights.size,
-        machine_for(hardware, gpu=None, gpus=None, ram=None),
-        threads=settings.threads,
-        ctx_size=settings.ctx_size,
-        parallel=settings.parallel,
-    )
-    add_measured_quality(plan, load_quant_eval(settings.dirs, manifest.name))
-    show_plan(plan, console)
-    engine = LlamaCppEngine(
-        binary=installed.binary,
-        model_path=weights,
-        alias=manifest.name,
-        options=launch,
-        embedding_model=manifest.info.embedding_model,
-    )
-    console.print(
-        f"[bold]{manifest.name}[/] ({manifest.info.architecture}, "
-        f"sha256 {manifest.weights.sha256[:12]}) on llama.cpp {installed.version} "
-        f"[{installed.origin}]\n"
-        f"  {launch.parallel} parallel slots × {launch.ctx_per_slot} tokens, "
-        f"{launch.threads} threads ({hardware.physical_cores} cores, "
-        f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
-    )
-    log_path = settings.dirs.logs / f"engine-{manifest.name}.log"
-    return Supervisor(
-        engine,
-        manifest.name,
-        log_path,
-        ready_timeout_s=settings.ready_timeout_s,
-        backoff_max_s=settings.restart_backoff_max_s,
-        planned_bytes=plan.llama.ram_bytes if plan.llama else None,
-        environ=os.environ,
+    single = len(manifests) == 1  # nothing competes for memory: load it now and keep it
+    specs = [
+        model_spec(
+            settings,
+            store,
+            manifest,
+            installed,
+            hardware,
+            console,
+            pinned=single or manifest.name in settings.pin,
+            preload=manifest.name in settings.preload,
+        )
+        for manifest in manifests
+    ]
+    keep_alive = None if settings.keep_alive_s < 0 else settings.keep_alive_s
+    return EnginePool(
+        specs,
+        budget_bytes=budget_bytes(settings, hardware),
+        keep_alive_s=keep_alive,
+        load_wait_s=settings.load_wait_s,
     )
 
 
@@ -108,13 +91,13 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings, model_name: str, console: Console) -> None:
+def serve(settings: Settings, models: list[str], console: Console) -> None:
     check_port_free(settings.host, settings.port)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
-    supervisor = prepare(settings, model_name, console)
+    pool = prepare(settings, models, console)
     config = uvicorn.Config(
-        create_app(supervisor),
+        create_app(pool),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -125,13 +108,13 @@ def serve(settings: Settings, model_name: str, console: Console) -> None:
 
     async def main() -> None:
         try:
-            await supervisor.start()
+            await pool.start()
             console.print(
-                f"engine ready; OpenAI API at http://{settings.host}:{settings.port}/v1 "
-                f"(model {model_name!r})"
+                f"OpenAI API at http://{settings.host}:{settings.port}/v1 "
+                f"(models: {', '.join(pool.model_names())})"
             )
             await uvicorn.Server(config).serve()
         finally:
-            await supervisor.stop()
+            await pool.stop()
 
     run_event_loop(main())

@@ -71,6 +71,26 @@ class Settings(BaseSettings):
     restart_backoff_max_s: float = Field(
         30.0, gt=0, description="Longest wait between restarts of an engine that keeps dying."
     )
+    keep_alive_s: float = Field(
+        300.0,
+        ge=-1,
+        description="Seconds an idle engine stays loaded when several models are served "
+        "(-1: until evicted for memory).",
+    )
+    memory_budget: str | None = Field(
+        None,
+        description="Memory all loaded models may plan to use together, e.g. 16G "
+        "(default: RAM available at start, less a reserve).",
+    )
+    load_wait_s: float = Field(
+        120.0, gt=0, description="Longest a request waits for its model to load before a 503."
+    )
+    preload: list[str] = Field(
+        default_factory=list, description="Models to load at start instead of on first use."
+    )
+    pin: list[str] = Field(
+        default_factory=list, description="Models loaded at start and never unloaded."
+    )
     access_log: bool = Field(
         False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
     )

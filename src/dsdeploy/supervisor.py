@@ -109,6 +109,11 @@ class Supervisor:
         return self._rundir / "engine.sock"
 
     @property
+    def pid(self) -> int | None:
+        """The engine process's id while it runs (it leads its own process group)."""
+        return self._proc.pid if self._running() and self._proc is not None else None
+
+    @property
     def ready(self) -> bool:
         """Whether the engine takes requests now. Asks the kernel whether the process still
         runs, so a crash shows at once, not at the watcher's next poll."""

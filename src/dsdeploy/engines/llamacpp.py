@@ -13,6 +13,7 @@ from dsdeploy.engines.base import (
     LaunchSpec,
     allowlisted_environment,
 )
+from dsdeploy.planner.launch_plan import LaunchPlan
 
 FAILURE_FIXES = (
     (
@@ -35,24 +36,11 @@ FAILURE_FIXES = (
 
 
 @dataclass(frozen=True)
-class LaunchOptions:
-    """What the planner chose (``dsdeploy.planner.launch``)."""
-
-    threads: int
-    ctx_per_slot: int
-    parallel: int
-    kv_type: str = "f16"
-    gpu_layers: int | None = None
-    """None: no GPU in the plan, the engine's default stands."""
-    cpu_moe_layers: int = 0
-
-
-@dataclass(frozen=True)
 class LlamaCppEngine:
     binary: Path
     model_path: Path
     alias: str
-    options: LaunchOptions
+    options: LaunchPlan
     embedding_model: bool = False
     name: str = "llama.cpp"
     health_path: str = "/health"

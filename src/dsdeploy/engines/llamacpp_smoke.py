@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 
 from dsdeploy.engines.exit_status import explain_signal
-from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
+from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import EngineSmokeFailed
+from dsdeploy.planner.launch_plan import LaunchPlan
 
 SMOKE_TIMEOUT_S = 120.0
 SMOKE_PROMPT = "The three primary colours are red, yellow and"
@@ -91,7 +92,7 @@ def smoke_test(
 ) -> None:
     """Load ``model`` in ``binary`` on a private socket and complete a prompt; raise
     EngineSmokeFailed, naming a killing signal and what to do, if it cannot."""
-    engine = LlamaCppEngine(binary, model, "smoke", LaunchOptions(threads, 512, 1))
+    engine = LlamaCppEngine(binary, model, "smoke", LaunchPlan(threads, 512, 1))
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dsdeploy-smoke-") as rundir:
         socket_path = Path(rundir) / "engine.sock"

@@ -11,11 +11,12 @@ from pathlib import Path
 import httpx
 
 from dsdeploy.bench.client import Target, parse_target, served_model
-from dsdeploy.engines.llamacpp import LaunchOptions, LlamaCppEngine
 from dsdeploy.engines.llamacpp_locate import locate
+from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.errors import EngineNotInstalled, EvalError
 from dsdeploy.eval.tasks import Item, TaskSet
 from dsdeploy.hardware import probe
+from dsdeploy.planner.launch_plan import LaunchPlan
 from dsdeploy.progress import ProgressHook
 from dsdeploy.settings import Settings
 from dsdeploy.supervisor import Supervisor
@@ -94,12 +95,12 @@ async def score_gguf(
     if installed is None:
         raise EngineNotInstalled("no llama-server yet: run `dsdeploy engine install`")
     name = path.stem
-    launch = LaunchOptions(
+    launch = LaunchPlan(
         threads=settings.threads or probe().physical_cores,
         ctx_per_slot=CTX_PER_SLOT,
         parallel=concurrency,
     )
-    engine = LlamaCppEngine(binary=installed.binary, model_path=path, alias=name, options=launch)
+    engine = build_engine("llama.cpp", ModelLaunch(installed.binary, path, name, launch))
     supervisor = Supervisor(
         engine,
         name,

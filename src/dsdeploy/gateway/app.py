@@ -1,10 +1,10 @@
-"""The gateway's FastAPI app: OpenAI routes in front of one upstream engine."""
+"""The gateway's FastAPI app: OpenAI routes in front of a pool of engines, one per model."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from dsdeploy import __version__
+from dsdeploy.engines.base import EngineCapabilities
+from dsdeploy.errors import EngineUnavailable, ModelNotFound
 from dsdeploy.gateway.errors import ApiError, install_error_handlers
-from dsdeploy.gateway.proxy import EngineProxy, new_engine_client
+from dsdeploy.gateway.proxy import EngineProxy
 from dsdeploy.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -22,108 +24,131 @@ from dsdeploy.gateway.schemas import (
     SamplingRequest,
     parse_request,
 )
-from dsdeploy.gateway.upstream import Upstream
+from dsdeploy.gateway.upstream import Upstream, UpstreamPool
 
 router = APIRouter()
 
+MAX_ECHO = 100
+"""Characters of client input an error message may repeat."""
 
-def create_app(upstream: Upstream) -> FastAPI:
-    """The app owns the upstream's life: started before the first request, stopped at exit."""
+
+def create_app(pool: UpstreamPool) -> FastAPI:
+    """The app routes to the pool's engines; the pool's owner starts and stops them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await upstream.start()
-        try:
-            async with new_engine_client(upstream.socket_path) as client:
-                app.state.proxy = EngineProxy(upstream, client)
-                yield
-        finally:
-            await upstream.stop()
+        async with EngineProxy() as proxy:
+            app.state.proxy = proxy
+            yield
 
     app = FastAPI(
         title="dsdeploy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
-    app.state.upstream = upstream
+    app.state.pool = pool
     app.state.created = int(time.time())
     install_error_handlers(app)
     app.include_router(router)
     return app
 
 
-def model_card(request: Request) -> dict[str, Any]:
-    upstream: Upstream = request.app.state.upstream
+def model_card(request: Request, name: str) -> dict[str, Any]:
     return {
-        "id": upstream.model_name,
+        "id": name,
         "object": "model",
         "created": request.app.state.created,
         "owned_by": "dsdeploy",
     }
 
 
-def check_model(upstream: Upstream, requested: str) -> None:
-    if requested != upstream.model_name:
-        raise ApiError(
-            404,
-            f"the model {requested!r} does not exist; this server has {upstream.model_name!r}",
-            code="model_not_found",
-            param="model",
-        )
+def unknown_model(pool: UpstreamPool, requested: str) -> ApiError:
+    shown = requested if len(requested) <= MAX_ECHO else requested[:MAX_ECHO] + "…"
+    return ApiError(
+        404,
+        f"the model {shown!r} does not exist; this server has {', '.join(pool.model_names())}",
+        code="model_not_found",
+        param="model",
+    )
+
+
+async def lease(request: Request, model: str, stack: AsyncExitStack) -> Upstream:
+    """The model's upstream, held until ``stack`` closes (after the last byte is sent)."""
+    pool: UpstreamPool = request.app.state.pool
+    try:
+        return await stack.enter_async_context(pool.lease(model))
+    except ModelNotFound:
+        raise unknown_model(pool, model) from None
+    except EngineUnavailable as exc:
+        raise ApiError(503, str(exc), code="engine_unavailable") from None
 
 
 async def forward(
-    request: Request, schema: type[ModelRequest], path: str, allowed: bool, prompt_param: str
+    request: Request,
+    schema: type[ModelRequest],
+    path: str,
+    allowed: Callable[[EngineCapabilities], bool],
+    prompt_param: str,
 ) -> Response:
-    """Check the body, the model and the endpoint, then hand the original bytes to the engine."""
-    upstream: Upstream = request.app.state.upstream
+    """Check the body, lease the model's engine, then hand it the original bytes."""
     body = await request.body()
     parsed = parse_request(schema, body)
-    check_model(upstream, parsed.model)
-    if not allowed:
-        raise ApiError(
-            400,
-            f"the model {upstream.model_name!r} does not serve {path}",
-            code="unsupported_endpoint",
+    stack = AsyncExitStack()
+    try:
+        upstream = await lease(request, parsed.model, stack)
+        if not allowed(upstream.capabilities):
+            raise ApiError(
+                400,
+                f"the model {parsed.model!r} does not serve {path}",
+                code="unsupported_endpoint",
+            )
+        stream = isinstance(parsed, SamplingRequest) and parsed.stream
+        proxy: EngineProxy = request.app.state.proxy
+        return await proxy.forward(
+            upstream, path, body, stream=stream, prompt_param=prompt_param, done=stack.aclose
         )
-    stream = isinstance(parsed, SamplingRequest) and parsed.stream
-    proxy: EngineProxy = request.app.state.proxy
-    return await proxy.forward(path, body, stream=stream, prompt_param=prompt_param)
+    except BaseException:
+        await stack.aclose()
+        raise
 
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    upstream: Upstream = request.app.state.upstream
-    if not upstream.ready:
-        reason = upstream.unavailable_reason()
+    pool: UpstreamPool = request.app.state.pool
+    ok, reason = pool.health()
+    if not ok:
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-    return JSONResponse({"status": "ok", "model": upstream.model_name})
+    return JSONResponse({"status": "ok", "models": pool.model_names()})
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [model_card(request)]}
+    pool: UpstreamPool = request.app.state.pool
+    return {"object": "list", "data": [model_card(request, name) for name in pool.model_names()]}
 
 
 @router.get("/v1/models/{model_id}")
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    check_model(request.app.state.upstream, model_id)
-    return model_card(request)
+    pool: UpstreamPool = request.app.state.pool
+    if model_id not in pool.model_names():
+        raise unknown_model(pool, model_id)
+    return model_card(request, model_id)
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    allowed = request.app.state.upstream.capabilities.chat
     return await forward(
-        request, ChatCompletionRequest, "/v1/chat/completions", allowed, "messages"
+        request, ChatCompletionRequest, "/v1/chat/completions", lambda c: c.chat, "messages"
     )
 
 
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
-    allowed = request.app.state.upstream.capabilities.completions
-    return await forward(request, CompletionRequest, "/v1/completions", allowed, "prompt")
+    return await forward(
+        request, CompletionRequest, "/v1/completions", lambda c: c.completions, "prompt"
+    )
 
 
 @router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
-    allowed = request.app.state.upstream.capabilities.embeddings
-    return await forward(request, EmbeddingRequest, "/v1/embeddings", allowed, "input")
+    return await forward(
+        request, EmbeddingRequest, "/v1/embeddings", lambda c: c.embeddings, "input"
+    )

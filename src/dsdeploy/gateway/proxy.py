@@ -12,12 +12,12 @@ before any byte came back is tried once more; after that the client gets a 503.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from dsdeploy.gateway.errors import ApiError
 from dsdeploy.gateway.upstream import Upstream
@@ -53,49 +53,69 @@ def engine_error(upstream: Upstream, status: int, payload: bytes, prompt_param: 
     return ApiError(failure.status, failure.message, code=failure.code, param=param)
 
 
-async def release(response: aiohttp.ClientResponse) -> None:
-    """Async so that Starlette runs it in the loop, not in a worker thread."""
-    response.release()
+Done = Callable[[], Awaitable[None]]
+"""Called once the answer is over (its last byte sent, or it failed): ends the lease."""
 
 
 class EngineProxy:
-    def __init__(self, upstream: Upstream, client: aiohttp.ClientSession) -> None:
-        self.upstream = upstream
-        self.client = client
+    """One aiohttp session per engine socket, made on first use and kept while it exists."""
 
-    async def forward(self, path: str, body: bytes, *, stream: bool, prompt_param: str) -> Response:
-        response = await self._send(path, body)
+    def __init__(self) -> None:
+        self.sessions: dict[Path, aiohttp.ClientSession] = {}
+
+    async def __aenter__(self) -> EngineProxy:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for session in self.sessions.values():
+            await session.close()
+        self.sessions.clear()
+
+    async def session_for(self, socket_path: Path) -> aiohttp.ClientSession:
+        session = self.sessions.get(socket_path)
+        if session is None:
+            for gone in [p for p in self.sessions if not p.exists()]:  # unloaded engines
+                await self.sessions.pop(gone).close()
+            session = self.sessions[socket_path] = new_engine_client(socket_path)
+        return session
+
+    async def forward(
+        self,
+        upstream: Upstream,
+        path: str,
+        body: bytes,
+        *,
+        stream: bool,
+        prompt_param: str,
+        done: Done,
+    ) -> Response:
+        response = await self._send(upstream, path, body)
         if response.status != 200:
             payload = await response.read()
             response.release()
-            raise engine_error(self.upstream, response.status, payload, prompt_param)
+            raise engine_error(upstream, response.status, payload, prompt_param)
         if stream:
-            return StreamingResponse(
-                self._relay(response),
-                media_type="text/event-stream",
-                headers=STREAM_HEADERS,
-                background=BackgroundTask(release, response),
-            )
+            return LeasedStream(self._relay(response), done)
         try:
             payload = await response.read()
         except aiohttp.ClientError as exc:
             log.warning("engine answer broke: %r", exc)
-            raise ApiError(
-                503, self.upstream.unavailable_reason(), code="engine_unavailable"
-            ) from None
+            raise ApiError(503, upstream.unavailable_reason(), code="engine_unavailable") from None
         finally:
             response.release()
+        await done()
         return Response(payload, media_type="application/json")
 
-    async def _send(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+    async def _send(self, upstream: Upstream, path: str, body: bytes) -> aiohttp.ClientResponse:
         for attempt in (1, 2):
-            if not self.upstream.ready:
+            if not upstream.ready:
                 break
+            session = await self.session_for(upstream.socket_path)
             try:
-                return await self.client.post(ENGINE_URL + path, data=body, headers=JSON_HEADERS)
+                return await session.post(ENGINE_URL + path, data=body, headers=JSON_HEADERS)
             except aiohttp.ClientConnectionError as exc:  # nothing came back: safe to retry
                 log.warning("engine connection failed (attempt %d): %r", attempt, exc)
-        raise ApiError(503, self.upstream.unavailable_reason(), code="engine_unavailable")
+        raise ApiError(503, upstream.unavailable_reason(), code="engine_unavailable")
 
     @staticmethod
     async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -107,3 +127,18 @@ class EngineProxy:
             yield MID_STREAM_ERROR
         finally:
             response.release()
+
+
+class LeasedStream(StreamingResponse):
+    """A relayed event stream that ends its lease however it ends: finished, broken, or
+    abandoned by the client (Starlette then skips background tasks)."""
+
+    def __init__(self, events: AsyncIterator[bytes], done: Done) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self.done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.done()

@@ -58,6 +58,11 @@ class UpstreamPool(Protocol):
         """The model's running upstream, held (counted in flight) until the block exits."""
         ...
 
+    def status(self) -> list[dict[str, object]]:
+        """Each model's state, planned and measured memory, slots, requests in flight and
+        idle time (JSON-ready), for operators (`dsdeploy ps`)."""
+        ...
+
     def health(self) -> tuple[bool, str]:
         """Whether the gateway can serve at all, and why not (client-safe text)."""
         ...

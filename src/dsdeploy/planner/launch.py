@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsdeploy.engines.llamacpp import LaunchOptions
 from dsdeploy.errors import ConfigError
+from dsdeploy.planner.launch_plan import LaunchPlan
 from dsdeploy.planner.placement import Machine
 from dsdeploy.planner.plan import Asked, Choice, Plan, make_plan
 from dsdeploy.planner.subject import stored_entry
@@ -25,7 +25,7 @@ def plan_serving(
     threads: int | None,
     ctx_size: int | None,
     parallel: int | None,
-) -> tuple[LaunchOptions, Plan]:
+) -> tuple[LaunchPlan, Plan]:
     """Launch options from the plan; flags given by the user win over its choices."""
     entry, quant = stored_entry(name, weights, weight_file, weight_bytes)
     ask = Asked(
@@ -49,7 +49,7 @@ def plan_serving(
             Choice("threads", str(threads), "set by --threads") if c.what == "threads" else c
             for c in plan.choices
         ]
-    launch = LaunchOptions(
+    launch = LaunchPlan(
         threads=threads or machine.physical_cores,
         ctx_per_slot=layout.ctx_per_slot,
         parallel=layout.slots,

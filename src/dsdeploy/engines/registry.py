@@ -1,0 +1,41 @@
+"""Engines by name. Serve, bench and eval build an engine here and know only ``Engine``;
+adding an engine is one new adapter and one line in ``BUILDERS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsdeploy.engines.base import Engine
+from dsdeploy.engines.llamacpp import LlamaCppEngine
+from dsdeploy.errors import ConfigError
+from dsdeploy.planner.launch_plan import LaunchPlan
+
+
+@dataclass(frozen=True)
+class ModelLaunch:
+    """Everything an adapter needs to serve one model: its binary, the model's entry file
+    (inside the model's folder), the name clients use, and the planner's launch plan."""
+
+    binary: Path
+    model_path: Path
+    alias: str
+    plan: LaunchPlan
+    embedding_model: bool = False
+
+
+def llamacpp(launch: ModelLaunch) -> Engine:
+    return LlamaCppEngine(
+        launch.binary, launch.model_path, launch.alias, launch.plan, launch.embedding_model
+    )
+
+
+BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {"llama.cpp": llamacpp}
+
+
+def build_engine(name: str, launch: ModelLaunch) -> Engine:
+    builder = BUILDERS.get(name)
+    if builder is None:
+        raise ConfigError(f"unknown engine {name!r}; engines: {', '.join(sorted(BUILDERS))}")
+    return builder(launch)

@@ -1,0 +1,1 @@
+"""Running engines: the pool that owns them and loads models on demand."""

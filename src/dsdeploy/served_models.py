@@ -1,0 +1,93 @@
+"""Which models `serve` offers and how each would run: resolved in the store (pulled from
+the catalog when missing), planned for this machine, and wrapped as a pool ``ModelSpec``
+whose engine starts only when the pool asks for it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+
+from rich.console import Console
+
+from dsdeploy.engines.llamacpp_install import InstalledEngine
+from dsdeploy.engines.registry import ModelLaunch, build_engine
+from dsdeploy.eval.quant_results import load_quant_eval
+from dsdeploy.hardware import Hardware
+from dsdeploy.planner.launch import plan_serving
+from dsdeploy.planner.machine import machine_for
+from dsdeploy.planner.measured import add_measured_quality
+from dsdeploy.planner.render import show_plan
+from dsdeploy.progress import byte_progress
+from dsdeploy.pull import pull, resolve
+from dsdeploy.runtime.pool import ModelSpec
+from dsdeploy.settings import DEFAULT_MODEL, Settings
+from dsdeploy.store import Manifest, Store
+from dsdeploy.supervisor import Supervisor
+
+
+def served_names(store: Store, requested: list[str]) -> list[str]:
+    """The models named, else every stored model, else the default one (pulled on first use)."""
+    return list(dict.fromkeys(requested)) or store.names() or [DEFAULT_MODEL]
+
+
+def stored_or_pulled(settings: Settings, store: Store, name: str, console: Console) -> Manifest:
+    manifest = store.manifest(name)
+    if manifest is None:
+        manifest = pull(resolve(name), store, settings, partial(byte_progress, console=console))
+    return manifest
+
+
+def model_spec(
+    settings: Settings,
+    store: Store,
+    manifest: Manifest,
+    installed: InstalledEngine,
+    hardware: Hardware,
+    console: Console,
+    *,
+    pinned: bool,
+    preload: bool,
+) -> ModelSpec:
+    """Plan one model (printing the plan and why) and say how to start its engine."""
+    weights = store.weights_path(manifest)
+    launch, plan = plan_serving(
+        manifest.name,
+        weights,
+        manifest.weights.path,
+        manifest.weights.size,
+        machine_for(hardware, gpu=None, gpus=None, ram=None),
+        threads=settings.threads,
+        ctx_size=settings.ctx_size,
+        parallel=settings.parallel,
+    )
+    add_measured_quality(plan, load_quant_eval(settings.dirs, manifest.name))
+    show_plan(plan, console)
+    console.print(
+        f"[bold]{manifest.name}[/] ({manifest.info.architecture}, "
+        f"sha256 {manifest.weights.sha256[:12]}) on llama.cpp {installed.version} "
+        f"[{installed.origin}]\n"
+        f"  {launch.parallel} parallel slots × {launch.ctx_per_slot} tokens, "
+        f"{launch.threads} threads ({hardware.physical_cores} cores, "
+        f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
+    )
+    planned = plan.llama.ram_bytes if plan.llama else manifest.weights.size
+    engine = build_engine(
+        "llama.cpp",
+        ModelLaunch(
+            installed.binary, weights, manifest.name, launch, manifest.info.embedding_model
+        ),
+    )
+    make: Callable[[], Supervisor] = partial(
+        Supervisor,
+        engine,
+        manifest.name,
+        settings.dirs.logs / f"engine-{manifest.name}.log",
+        ready_timeout_s=settings.ready_timeout_s,
+        backoff_max_s=settings.restart_backoff_max_s,
+        planned_bytes=planned,
+        environ=dict(os.environ),
+    )
+    return ModelSpec(
+        manifest.name, make, planned, launch.parallel, pinned=pinned, preload=preload or pinned
+    )
