@@ -104,6 +104,11 @@ def measure(binary: Path, path: Path, layout: ModelLayout, case: Case) -> Row:
     return Row(case, actual, guess, projection)
 
 
+TINY_SHAPES = ((2048, 1, True), (2048, 4, True), (8192, 1, False))
+QUICK_ARCHITECTURES = ("deepseek-v3",)
+"""The quick run keeps one MLA + MoE model, the shape the catalog's DeepSeeks have."""
+
+
 def cases(quick: bool) -> list[tuple[str, Case]]:
     grid = [
         Case("smollm2", ctx, slots, kv, fa)
@@ -114,17 +119,17 @@ def cases(quick: bool) -> list[tuple[str, Case]]:
     ]
     tiny = [
         Case(f"tiny-{arch}", ctx, slots, "f16", fa)
-        for arch in ARCHITECTURES
-        for ctx, slots, fa in ((2048, 1, True), (2048, 4, True), (8192, 1, False))
+        for arch in (QUICK_ARCHITECTURES if quick else ARCHITECTURES)
+        for ctx, slots, fa in (((2048, 1, True),) if quick else TINY_SHAPES)
     ]
     return [(c.model, c) for c in grid + tiny]
 
 
-def model_paths(settings: Settings, work: Path) -> dict[str, Path]:
+def model_paths(settings: Settings, work: Path, quick: bool) -> dict[str, Path]:
     store = Store(settings.dirs.models)
-    manifest = pull(resolve("smollm2"), store, lambda done, total: None)
+    manifest = pull(resolve("smollm2"), store, settings, lambda done, total: None)
     paths = {"smollm2": store.weights_path(manifest)}
-    for arch in ARCHITECTURES:
+    for arch in QUICK_ARCHITECTURES if quick else ARCHITECTURES:
         print(f"building tiny {arch} checkpoint and converting it to GGUF", file=sys.stderr)
         paths[f"tiny-{arch}"] = tiny_gguf(settings.dirs, arch, work)
     return paths
@@ -181,14 +186,16 @@ def summary(rows: list[Row]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="SmolLM2 at 2048 only")
+    parser.add_argument(
+        "--quick", action="store_true", help="SmolLM2 at 2048 and one tiny DeepSeek-V3 case"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp), cache_dir=Settings().dirs.cache)
         installed = llamacpp_locate.locate(settings.dirs, None, "cpu")
         if installed is None:
             raise SystemExit("no llama-server: run `dsdeploy engine install` first")
-        paths = model_paths(settings, Path(tmp))
+        paths = model_paths(settings, Path(tmp), args.quick)
         layouts = {name: read_gguf_layout(path) for name, path in paths.items()}
         rows = [
             measure(installed.binary, paths[m], layouts[m], case) for m, case in cases(args.quick)
@@ -196,8 +203,9 @@ def main() -> None:
     print_table(rows)
     result = summary(rows)
     print(json.dumps(result, indent=1))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"summary": result, "rows": [asdict(r) for r in rows]}, indent=1))
+    out = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"summary": result, "rows": [asdict(r) for r in rows]}, indent=1))
 
 
 if __name__ == "__main__":

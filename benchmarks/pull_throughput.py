@@ -117,7 +117,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rate-mbps", type=float, default=0, help="server cap, MB/s (0: none)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="64 MiB, one rep: a check it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.size_mib, args.reps = 64, 1
     if args.serve:
         serve_file(args.serve, args.rate_mbps * 1e6 or None)
         return
@@ -166,8 +169,9 @@ def report(runs: dict[str, list[tuple[float, float]]], size: int, args: argparse
         each = " ".join(f"{v:.0f}" for v in values)
         print(f"{name:<15} {medians[name]:>12.0f} {cpu_medians[name]:>9.2f}  {each}")
     print(f"dsdeploy / curl = {ratio:.2f} (sha256 and fsync included on the dsdeploy side)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    out = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         json.dumps(
             {
                 "size_mib": args.size_mib,

@@ -1,0 +1,44 @@
+"""Every benchmark script still runs: its quick mode finishes and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import dsdeploy_env
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+
+
+def run_quick(script: str, home: Path) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick"],
+        env=dsdeploy_env(home),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = RESULTS / script.replace(".py", ".quick.json")
+    result: dict[str, object] = json.loads(written.read_text())
+    return result
+
+
+@pytest.mark.engine
+def test_plan_accuracy_quick_mode_measures_smollm2_and_a_tiny_deepseek(
+    engine_installed: None, isolated_home: Path
+) -> None:
+    result = run_quick("plan_accuracy.py", isolated_home)
+    models = {row["case"]["model"] for row in result["rows"]}  # type: ignore[union-attr]
+    assert models == {"smollm2", "tiny-deepseek-v3"}
+
+
+def test_pull_throughput_quick_mode_compares_with_curl(isolated_home: Path) -> None:
+    result = run_quick("pull_throughput.py", isolated_home)
+    assert result["size_mib"] == 64
