@@ -21,11 +21,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dsdeploy import catalog
 from dsdeploy.engines import llamacpp_locate
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
 from dsdeploy.modelfile import ModelLayout, read_gguf_layout
 from dsdeploy.planner import memory
-from dsdeploy.pull import pull, resolve
+from dsdeploy.pull import pull
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
 from llama_server_run import run_server
@@ -127,7 +128,7 @@ def cases(quick: bool) -> list[tuple[str, Case]]:
 
 def model_paths(settings: Settings, work: Path, quick: bool) -> dict[str, Path]:
     store = Store(settings.dirs.models)
-    manifest = pull(resolve("smollm2"), store, settings, lambda done, total: None)
+    manifest = pull(catalog.get("smollm2"), store, settings, lambda done, total: None)
     paths = {"smollm2": store.weights_path(manifest)}
     for arch in QUICK_ARCHITECTURES if quick else ARCHITECTURES:
         print(f"building tiny {arch} checkpoint and converting it to GGUF", file=sys.stderr)

@@ -11,9 +11,9 @@ from benchmarks.llama_server_run import run_server
 from dsdeploy.catalog import find
 from dsdeploy.engines import llamacpp_locate
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
+from dsdeploy.model.architecture import Architecture
 from dsdeploy.modelfile import read_gguf_layout
 from dsdeploy.planner import memory
-from dsdeploy.planner.architecture import Architecture
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
 

@@ -10,10 +10,11 @@ from functools import partial
 import psutil
 from rich.console import Console
 
+from dsdeploy import catalog
 from dsdeploy.engines import llamacpp_install, llamacpp_locate
 from dsdeploy.engines.llamacpp_install import InstalledEngine, SmokeSubject
 from dsdeploy.progress import byte_progress, step_progress
-from dsdeploy.pull import pull, resolve
+from dsdeploy.pull import pull
 from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Store
 
@@ -25,7 +26,7 @@ def smoke_subject(settings: Settings, console: Console) -> SmokeSubject:
     if manifest is None:
         console.print(f"pulling {DEFAULT_MODEL}, the model every engine is checked with")
         bar = partial(byte_progress, console=console)
-        manifest = pull(resolve(DEFAULT_MODEL), store, settings, bar)
+        manifest = pull(catalog.get(DEFAULT_MODEL), store, settings, bar)
     threads = settings.threads or psutil.cpu_count(logical=False) or 1
     return SmokeSubject(store.weights_path(manifest), threads, dict(os.environ))
 

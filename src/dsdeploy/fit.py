@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsdeploy.errors import StoreError
-from dsdeploy.planner.architecture import Architecture
+from dsdeploy.model.architecture import Architecture
 from dsdeploy.planner.memory import GIB, smallest_serving_bytes
 
 

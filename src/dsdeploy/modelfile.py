@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from dsdeploy.errors import StoreError
-from dsdeploy.planner.architecture import Architecture
+from dsdeploy.model.architecture import Architecture
 
 
 class ModelInfo(BaseModel):

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from dsdeploy.errors import StoreError
+from dsdeploy.model.architecture import Architecture
 from dsdeploy.modelfile import ModelLayout
-from dsdeploy.planner.architecture import Architecture
 
 EXPERT_MARK = ".mlp.experts."
 """Routed-expert tensors in DeepSeek checkpoints (shared experts are ``shared_experts``)."""

@@ -11,11 +11,11 @@ from typing import Protocol
 
 from dsdeploy import catalog
 from dsdeploy.catalog import CatalogEntry
-from dsdeploy.errors import ModelNotFound, SourceError, StoreError
+from dsdeploy.errors import SourceError, StoreError
 from dsdeploy.fit import Fit, assess
 from dsdeploy.hardware import probe
+from dsdeploy.model.architecture import Architecture
 from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
-from dsdeploy.planner.architecture import Architecture
 from dsdeploy.progress import ProgressBar, ProgressHook
 from dsdeploy.settings import Settings
 from dsdeploy.sources import PullOptions, RemoteFile, is_source_spec, open_source
@@ -53,14 +53,6 @@ class SourceTarget:
     architecture: Architecture | None = None
 
 
-def resolve(name: str) -> CatalogEntry:
-    """The catalog entry for a name, checked before any progress is shown or byte fetched."""
-    entry = catalog.find(check_model_name(name))
-    if entry is None:
-        raise ModelNotFound(name, catalog.names())
-    return entry
-
-
 def name_for(spec: str, quant: str | None) -> str:
     """A store name from a source: ``hf:Org/Model-GGUF`` + Q4_K_M -> ``model-gguf-q4_k_m``."""
     base = spec.rstrip("/").rsplit("/", 1)[-1].split("@")[0].split(":")[-1]
@@ -94,7 +86,7 @@ def target(model: str, name: str | None, quant: str | None) -> PullTarget:
     under ``name`` (derived from it if not given)."""
     if is_source_spec(model):
         return SourceTarget(check_model_name(name) if name else name_for(model, quant), model)
-    entry = resolve(model)
+    entry = catalog.get(check_model_name(model))
     if quant is not None:
         return catalog_quant(entry, quant, name)
     if name:

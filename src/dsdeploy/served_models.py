@@ -10,6 +10,7 @@ from functools import partial
 
 from rich.console import Console
 
+from dsdeploy import catalog
 from dsdeploy.engines.llamacpp_install import InstalledEngine
 from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.eval.quant_results import load_quant_eval
@@ -19,7 +20,7 @@ from dsdeploy.planner.machine import machine_for
 from dsdeploy.planner.measured import add_measured_quality
 from dsdeploy.planner.render import show_plan
 from dsdeploy.progress import byte_progress
-from dsdeploy.pull import pull, resolve
+from dsdeploy.pull import pull
 from dsdeploy.runtime.pool import ModelSpec
 from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Manifest, Store
@@ -34,7 +35,7 @@ def served_names(store: Store, requested: list[str]) -> list[str]:
 def stored_or_pulled(settings: Settings, store: Store, name: str, console: Console) -> Manifest:
     manifest = store.manifest(name)
     if manifest is None:
-        manifest = pull(resolve(name), store, settings, partial(byte_progress, console=console))
+        manifest = pull(catalog.get(name), store, settings, partial(byte_progress, console=console))
     return manifest
 
 

@@ -9,18 +9,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dsdeploy.bench.client import Target, parse_target
+from dsdeploy import catalog
 from dsdeploy.bench.launch import LocalServer, start_local_server
 from dsdeploy.bench.provenance import Machine, busy, git_revision, machine_now, utc_timestamp
 from dsdeploy.bench.run import SweepOptions, served_models, sweep
 from dsdeploy.bench.stats import NOISY_CV, Row, summarize
+from dsdeploy.clients.openai_compat import Target, parse_target
 from dsdeploy.engines import llamacpp_locate
 from dsdeploy.errors import BenchError, ModelNotFound
 from dsdeploy.memory_bandwidth import measure_read_bandwidth
 from dsdeploy.modelfile import gguf_bytes_read_per_token
 from dsdeploy.planner.memory import decode_tokens_per_s_bound
 from dsdeploy.progress import step_progress
-from dsdeploy.pull import resolve
 from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Store
 
@@ -98,7 +98,7 @@ def bench(
         if compare_raw:
             model = model or DEFAULT_MODEL
             if Store(settings.dirs.models).manifest(model) is None:
-                resolve(model)  # serve pulls a catalog model; anything else fails here
+                catalog.get(model)  # serve pulls a catalog model; anything else fails here
             log = out / "serve.log"
             console.print(f"starting dsdeploy serve {model} (log: {log})")
             server = start_local_server(model, serve_flags(settings, options), log)

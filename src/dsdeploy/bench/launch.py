@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
-from dsdeploy.bench.client import Target
+from dsdeploy.clients.openai_compat import Target
 from dsdeploy.errors import BenchError
 
 START_TIMEOUT_S = 900.0

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from dsdeploy.bench.client import RequestResult, Target, stream_chat
 from dsdeploy.bench.workload import Workload
+from dsdeploy.clients.openai_compat import RequestResult, Target, stream_chat
 from dsdeploy.errors import BenchError
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from dsdeploy.bench.client import Target, served_model
 from dsdeploy.bench.loadgen import Trial, run_trial
 from dsdeploy.bench.workload import Workload
+from dsdeploy.clients.openai_compat import Target, served_model
 from dsdeploy.errors import BenchError
 from dsdeploy.progress import ProgressHook
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from dsdeploy.data.corpus import evaluation_text
 from dsdeploy.errors import BenchError
-from dsdeploy.eval.corpus import evaluation_text
 
 WINDOW_STRIDE = 53
 """Words between the starts of successive unique prompts (prime: windows rarely repeat)."""

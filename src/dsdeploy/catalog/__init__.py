@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
-from dsdeploy.planner.architecture import Architecture
+from dsdeploy.errors import ModelNotFound
+from dsdeploy.model.architecture import Architecture
 
 DEFAULT_QUANT = "Q4_K_M"
 
@@ -90,6 +91,14 @@ def entries() -> tuple[CatalogEntry, ...]:
 
 def find(name: str) -> CatalogEntry | None:
     return next((entry for entry in entries() if entry.name == name.lower()), None)
+
+
+def get(name: str) -> CatalogEntry:
+    """The catalog entry for a name, checked before any progress is shown or byte fetched."""
+    entry = find(name)
+    if entry is None:
+        raise ModelNotFound(name, names())
+    return entry
 
 
 def names() -> list[str]:

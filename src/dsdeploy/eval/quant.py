@@ -19,10 +19,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dsdeploy.data.corpus import evaluation_text
 from dsdeploy.engines.llamacpp_locate import locate
 from dsdeploy.engines.llamacpp_tools import tool_path
 from dsdeploy.errors import EvalError, ModelNotFound
-from dsdeploy.eval.corpus import evaluation_text
 from dsdeploy.eval.perplexity import Window, divergence, save_reference
 from dsdeploy.eval.quant_results import QuantEval, QuantRow, Reference
 from dsdeploy.eval.quantize import (

@@ -7,8 +7,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from dsdeploy.data.corpus import DATA
 from dsdeploy.errors import EvalError
-from dsdeploy.eval.corpus import DATA
 
 TASKS = DATA / "tasks"
 LETTERS = "ABCD"

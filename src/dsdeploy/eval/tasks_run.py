@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from dsdeploy.bench.client import Target, parse_target, served_model
+from dsdeploy.clients.openai_compat import Target, parse_target, served_model
 from dsdeploy.engines.llamacpp_locate import locate
 from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.errors import EngineNotInstalled, EvalError

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from dsdeploy.planner.architecture import Architecture
+from dsdeploy.model.architecture import Architecture
 
 MIB = 2**20
 GIB = 2**30

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dsdeploy.model.architecture import Architecture
 from dsdeploy.planner import memory
-from dsdeploy.planner.architecture import Architecture
 from dsdeploy.planner.quants import Quant
 
 RAM_RESERVE = memory.GIB

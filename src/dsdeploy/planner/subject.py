@@ -10,7 +10,6 @@ from dsdeploy.catalog import CatalogEntry
 from dsdeploy.modelfile import ModelLayout, read_gguf_layout
 from dsdeploy.modelfile_hf import read_hf_layout
 from dsdeploy.planner.quants import Quant
-from dsdeploy.pull import resolve
 
 
 def entry_for_layout(name: str, description: str, layout: ModelLayout) -> CatalogEntry:
@@ -44,7 +43,7 @@ def plan_subject(model: str) -> tuple[CatalogEntry, tuple[Quant, ...]]:
         layout = read_gguf_layout(path)
         label, quality = path.name, "the file as it is"
     else:
-        return resolve(model), ()
+        return catalog.get(model), ()
     entry = entry_for_layout(path.name, str(path), layout)
     return entry, (file_quant(layout, label, quality),)
 

@@ -1,10 +1,10 @@
-"""The evaluation text shipped with dsdeploy (public domain; see data/README.md)."""
+"""The evaluation text shipped with dsdeploy (public domain; see README.md beside it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent
 EVALUATION_TEXT = "hamlet-act1-scenes1-2.txt"
 
 
