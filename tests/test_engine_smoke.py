@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from dsdeploy.engines import llamacpp_install, llamacpp_locate
-from dsdeploy.engines.llamacpp_install import InstalledEngine, SmokeSubject
+from dsdeploy.engines.llamacpp_install import InstalledEngine
+from dsdeploy.engines.llamacpp_smoke import SmokeSubject
 from dsdeploy.errors import EngineSmokeFailed
 from dsdeploy.paths import Dirs
 from dsdeploy.settings import Settings
@@ -100,7 +101,7 @@ def test_build_killed_by_sigill_is_rebuilt_once_without_avx512_and_amx(
     fake_cmake(tmp_path / "bin", real_engine(model_home).binary.parent)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     dirs, said = scratch_dirs(tmp_path), []
-    subject = SmokeSubject(default_model(model_home), 2, dict(os.environ))
+    subject = SmokeSubject("smollm2", default_model(model_home), 2, dict(os.environ))
     installed = llamacpp_install.install(
         dirs, "cpu", 2, lambda d, t: None, lambda: subject, cpu=SPR_METAL, say=said.append
     )
@@ -117,7 +118,7 @@ def test_build_killed_by_sigill_with_nothing_left_to_drop_is_refused_and_not_cac
     fake_cmake(tmp_path / "bin", real_engine(model_home).binary.parent)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     dirs = scratch_dirs(tmp_path)
-    subject = SmokeSubject(default_model(model_home), 2, dict(os.environ))
+    subject = SmokeSubject("smollm2", default_model(model_home), 2, dict(os.environ))
     with pytest.raises(EngineSmokeFailed) as refused:
         llamacpp_install.install(dirs, "cpu", 2, lambda d, t: None, lambda: subject, cpu=ZEN3)
     assert refused.value.returncode == -signal.SIGILL
@@ -154,7 +155,9 @@ def test_found_binary_is_checked_once_and_then_trusted(
     dirs = Settings().dirs
     before = run_cli(isolated_home, "engine", "list", PATH=path)
     assert "not checked yet" in before.stdout
-    llamacpp_locate.prove(dirs, found, SmokeSubject(default_model(model_home), 2, dict(os.environ)))
+    llamacpp_locate.prove(
+        dirs, found, SmokeSubject("smollm2", default_model(model_home), 2, dict(os.environ))
+    )
     assert llamacpp_locate.proven_here(dirs, found)
     after = run_cli(isolated_home, "engine", "list", PATH=path)
     assert "not checked yet" not in after.stdout

@@ -19,16 +19,10 @@ def engine_table(
     dirs: Dirs, candidates: list[InstalledEngine], active: InstalledEngine | None
 ) -> Table:
     table = Table(
-        "engine",
-        "version",
-        "origin",
-        "instruction set",
-        "runs here",
-        "pp tok/s",
-        "tg tok/s",
-        "used by serve",
-        "binary",
+        "engine", "version", "origin", "instruction set", "runs here", "pp tok/s", "tg tok/s"
     )
+    table.add_column("used by serve")
+    table.add_column("binary", overflow="fold")  # a path is worth reading whole
     for found in candidates:
         bench = found.info.get("bench") or {}
         table.add_row(

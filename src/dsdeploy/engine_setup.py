@@ -12,7 +12,8 @@ from rich.console import Console
 
 from dsdeploy import catalog
 from dsdeploy.engines import llamacpp_install, llamacpp_locate
-from dsdeploy.engines.llamacpp_install import InstalledEngine, SmokeSubject
+from dsdeploy.engines.llamacpp_install import InstalledEngine
+from dsdeploy.engines.llamacpp_smoke import SmokeSubject
 from dsdeploy.progress import byte_progress, step_progress
 from dsdeploy.pull import pull
 from dsdeploy.settings import DEFAULT_MODEL, Settings
@@ -28,7 +29,7 @@ def smoke_subject(settings: Settings, console: Console) -> SmokeSubject:
         bar = partial(byte_progress, console=console)
         manifest = pull(catalog.get(DEFAULT_MODEL), store, settings, bar)
     threads = settings.threads or psutil.cpu_count(logical=False) or 1
-    return SmokeSubject(store.weights_path(manifest), threads, dict(os.environ))
+    return SmokeSubject(manifest.name, store.weights_path(manifest), threads, dict(os.environ))
 
 
 def install_engine(settings: Settings, console: Console, *, rebuild: bool) -> InstalledEngine:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from dsdeploy.cli.common import console, describe, fail, load_settings
 from dsdeploy.engine_report import decode_ceiling_line, engine_table
 from dsdeploy.engine_setup import install_engine
 from dsdeploy.engines import llamacpp_locate
 from dsdeploy.errors import ConfigError, DsdeployError
+from dsdeploy.progress import report_console
 
 
 def engine_install(
@@ -43,7 +43,7 @@ def engine_list() -> None:
     except DsdeployError as exc:
         raise fail(exc) from None
     candidates = ([active] if active else []) + [b for b in built if b != active]
-    out = Console()
+    out = report_console()
     out.print(engine_table(settings.dirs, candidates, active))
     ceiling = decode_ceiling_line(settings.dirs, active)
     if ceiling:

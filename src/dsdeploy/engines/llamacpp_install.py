@@ -19,7 +19,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock
 
 from dsdeploy.cpu_isa import CpuAnswers, IsaDecision, decide, read_cpu_answers
-from dsdeploy.engines.llamacpp_smoke import run_bench, smoke_test
+from dsdeploy.engines.llamacpp_smoke import SmokeSubject, run_bench, smoke_test
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled, EngineSmokeFailed
 from dsdeploy.paths import Dirs
 from dsdeploy.progress import ProgressHook
@@ -217,16 +217,6 @@ def compile_tree(
     )
 
 
-@dataclass(frozen=True)
-class SmokeSubject:
-    """The model every new engine must load and answer with here, and the threads to use."""
-
-    model: Path
-    threads: int
-    environ: Mapping[str, str]
-    """dsdeploy's environment, of which the engine gets only the allowlist."""
-
-
 def build_proven(
     dirs: Dirs,
     key: str,
@@ -262,15 +252,9 @@ def build_proven(
             shutil.copy2(work / "build" / "bin" / name, staged / "bin" / name)
         started = time.monotonic()
         smoke_log = root / f"{key}.smoke.log"
-        smoke_test(
-            staged / "bin" / "llama-server",
-            subject.model,
-            subject.threads,
-            smoke_log,
-            subject.environ,
-        )
+        smoke_test(staged / "bin" / "llama-server", subject, smoke_log)
         smoke_s = time.monotonic() - started
-        bench = run_bench(staged / "bin" / "llama-bench", subject.model, subject.threads, smoke_log)
+        bench = run_bench(staged / "bin" / "llama-bench", subject, smoke_log)
         info = {
             "version": read_version(staged / "bin" / "llama-server"),
             "backend": backend,
@@ -278,7 +262,7 @@ def build_proven(
             "isa": {"tag": isa.tag, "disabled": list(isa.disabled), "reasons": list(isa.reasons)},
             "isa_conservative": isa.conservative,
             "build_seconds": round(build_s, 1),
-            "smoke_test": {"model": subject.model.name, "seconds": round(smoke_s, 2)},
+            "smoke_test": {"model": subject.name, "seconds": round(smoke_s, 2)},
             "bench": bench.as_dict() if bench else None,
         }
         (staged / "info.json").write_text(json.dumps(info, indent=2))
@@ -322,7 +306,7 @@ def install(
                     raise
                 say(
                     "the build was killed by SIGILL on this CPU; rebuilding once without "
-                    + ", ".join(sorted(set(fallback.disabled) - set(isa.disabled)))
+                    + ", ".join(x for x in fallback.disabled if x not in isa.disabled)
                 )
                 build_proven(dirs, key, backend, fallback, jobs, progress, model)
     return built_engine(dirs, key)

@@ -17,7 +17,6 @@ from pathlib import Path
 from dsdeploy.cpu_isa import CpuAnswers, read_cpu_answers
 from dsdeploy.engines.llamacpp_install import (
     InstalledEngine,
-    SmokeSubject,
     build_key,
     built_binary,
     built_engine,
@@ -26,7 +25,7 @@ from dsdeploy.engines.llamacpp_install import (
     engine_root,
     read_version,
 )
-from dsdeploy.engines.llamacpp_smoke import smoke_test
+from dsdeploy.engines.llamacpp_smoke import SmokeSubject, smoke_test
 from dsdeploy.errors import EngineNotInstalled
 from dsdeploy.paths import Dirs
 
@@ -77,8 +76,6 @@ def prove(dirs: Dirs, found: InstalledEngine, subject: SmokeSubject) -> None:
         return
     record = proof_record(dirs, found.binary, cpu)
     record.parent.mkdir(parents=True, exist_ok=True)
-    smoke_test(
-        found.binary, subject.model, subject.threads, record.with_suffix(".log"), subject.environ
-    )
-    verdict = {"binary": str(found.binary), "version": found.version, "model": subject.model.name}
+    smoke_test(found.binary, subject, record.with_suffix(".log"))
+    verdict = {"binary": str(found.binary), "version": found.version, "model": subject.name}
     record.write_text(json.dumps(verdict, indent=2))

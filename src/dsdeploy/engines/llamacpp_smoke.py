@@ -33,6 +33,18 @@ BENCH_GEN_TOKENS = 128
 
 
 @dataclass(frozen=True)
+class SmokeSubject:
+    """The model every new engine must load and answer with here, and the threads to use."""
+
+    name: str
+    """The model's name in the store, for messages."""
+    model: Path
+    threads: int
+    environ: Mapping[str, str]
+    """dsdeploy's environment, of which the engine gets only the allowlist."""
+
+
+@dataclass(frozen=True)
 class BenchNumbers:
     """llama-bench on the smoke model: prompt processing and generation, tokens/s."""
 
@@ -52,10 +64,10 @@ def tail_lines(log: Path, count: int = 15) -> list[str]:
 
 
 def refuse(
-    binary: Path, model: Path, log: Path, returncode: int | None, why: str
+    binary: Path, model_name: str, log: Path, returncode: int | None, why: str
 ) -> EngineSmokeFailed:
     return EngineSmokeFailed(
-        f"{binary} failed its smoke test on {model.name}, so dsdeploy will not use it: {why}; "
+        f"{binary} failed its smoke test on {model_name}, so dsdeploy will not use it: {why}; "
         f"its log is {log}",
         tail_lines(log),
         returncode,
@@ -87,17 +99,15 @@ def ask_one_completion(client: httpx.Client, proc: subprocess.Popen[bytes]) -> s
     return None
 
 
-def smoke_test(
-    binary: Path, model: Path, threads: int, log: Path, environ: Mapping[str, str]
-) -> None:
-    """Load ``model`` in ``binary`` on a private socket and complete a prompt; raise
-    EngineSmokeFailed, naming a killing signal and what to do, if it cannot."""
-    engine = LlamaCppEngine(binary, model, "smoke", LaunchPlan(threads, 512, 1))
+def smoke_test(binary: Path, subject: SmokeSubject, log: Path) -> None:
+    """Load the subject's model in ``binary`` on a private socket and complete a prompt;
+    raise EngineSmokeFailed, naming a killing signal and what to do, if it cannot."""
+    engine = LlamaCppEngine(binary, subject.model, "smoke", LaunchPlan(subject.threads, 512, 1))
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dsdeploy-smoke-") as rundir:
         socket_path = Path(rundir) / "engine.sock"
         with log.open("wb") as sink:
-            spec = engine.launch(socket_path, environ)
+            spec = engine.launch(socket_path, subject.environ)
             proc = subprocess.Popen(
                 spec.argv,
                 env=spec.env,
@@ -121,10 +131,10 @@ def smoke_test(
         problem = f"{problem}: {explain_signal(returncode, loading=True)}"
         if returncode >= 0:
             problem = f"{problem}; {engine.explain_failure(tail_lines(log))}"
-    raise refuse(binary, model, log, returncode, problem)
+    raise refuse(binary, subject.name, log, returncode, problem)
 
 
-def run_bench(bench_binary: Path, model: Path, threads: int, log: Path) -> BenchNumbers | None:
+def run_bench(bench_binary: Path, subject: SmokeSubject, log: Path) -> BenchNumbers | None:
     """pp512 and tg128 with one repetition; None if llama-bench is absent or cannot run
     them, EngineSmokeFailed if a signal kills it (the build is as broken as its server)."""
     if not bench_binary.exists():
@@ -132,7 +142,7 @@ def run_bench(bench_binary: Path, model: Path, threads: int, log: Path) -> Bench
     done = subprocess.run(
         [
             str(bench_binary),
-            *("-m", str(model), "-t", str(threads), "-r", "1", "-o", "json"),
+            *("-m", str(subject.model), "-t", str(subject.threads), "-r", "1", "-o", "json"),
             *("-p", str(BENCH_PROMPT_TOKENS), "-n", str(BENCH_GEN_TOKENS)),
         ],
         capture_output=True,
@@ -143,9 +153,11 @@ def run_bench(bench_binary: Path, model: Path, threads: int, log: Path) -> Bench
     if done.returncode < 0:
         log.write_text(done.stderr)
         why = explain_signal(done.returncode, loading=True)
-        raise refuse(bench_binary, model, log, done.returncode, f"llama-bench died: {why}")
+        raise refuse(bench_binary, subject.name, log, done.returncode, f"llama-bench died: {why}")
     if done.returncode != 0:
         return None
     rows = json.loads(done.stdout)
     speed = {("pp" if row["n_prompt"] else "tg"): float(row["avg_ts"]) for row in rows}
-    return BenchNumbers(speed["pp"], speed["tg"], BENCH_PROMPT_TOKENS, BENCH_GEN_TOKENS, threads)
+    return BenchNumbers(
+        speed["pp"], speed["tg"], BENCH_PROMPT_TOKENS, BENCH_GEN_TOKENS, subject.threads
+    )
