@@ -88,6 +88,8 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         log_path,
         ready_timeout_s=settings.ready_timeout_s,
         backoff_max_s=settings.restart_backoff_max_s,
+        health_interval_s=settings.health_interval_s,
+        health_failures=settings.health_failures,
         planned_bytes=plan.llama.ram_bytes if plan.llama else None,
         environ=os.environ,
     )
