@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
 
 from dsdeploy.bench.launch import free_port, wait_healthy
@@ -130,11 +132,28 @@ def shared_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def own_server(model_home: Path, tmp_path: Path) -> Iterator[Server]:
-    """A server of the test's own, for tests that kill things."""
-    server = start_server(model_home, tmp_path / "serve.log")
+def own_server(
+    model_home: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """A server of the test's own, for tests that kill things. Indirect parametrization
+    gives it environment variables: ``parametrize("own_server", [{"DSDEPLOY_…": …}],
+    indirect=True)``."""
+    server = start_server(model_home, tmp_path / "serve.log", **getattr(request, "param", {}))
     yield server
     server.stop()
+
+
+def gone(process: psutil.Process, timeout: float = 10) -> bool:
+    """Whether the process ended (a zombie waiting for its parent counts) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from tests.conftest import (
     Server,
     decoding_stream_body,
     free_port,
+    gone,
     run_cli,
     start_server,
 )
@@ -31,18 +32,6 @@ def engine_of(server: Server) -> psutil.Process:
     ]
     assert len(engines) == 1, children
     return engines[0]
-
-
-def gone(process: psutil.Process, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def engine_socket(engine: psutil.Process) -> Path:
@@ -153,3 +142,28 @@ def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event(own_server:
                 engine.kill()
     assert len(events) < 2000
     assert '"code": "engine_unavailable"' in events[-1]
+
+
+HEALTH_INTERVAL_S = 0.5
+
+
+@pytest.mark.parametrize(
+    "own_server", [{"DSDEPLOY_HEALTH_INTERVAL_S": str(HEALTH_INTERVAL_S)}], indirect=True
+)
+def test_stopped_engine_is_killed_as_hung_and_restarted(own_server: Server) -> None:
+    first = engine_of(own_server)
+    first.suspend()  # SIGSTOP: the process lives on and answers nothing
+    deadline = time.monotonic() + HEALTH_INTERVAL_S * 3 + 10
+    health = httpx.get(own_server.base_url + "/health")
+    while health.status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        health = httpx.get(own_server.base_url + "/health")
+    assert health.status_code == 503
+    assert "health checks in a row" in health.json()["reason"]
+    assert gone(first, timeout=1)
+    wait_healthy(own_server.process, own_server.base_url, own_server.log, timeout_s=60)
+    assert engine_of(own_server).pid != first.pid
+    reply = own_server.api_client.chat.completions.create(
+        model="smollm2", messages=HELLO, max_tokens=2
+    )
+    assert reply.choices[0].message.content is not None

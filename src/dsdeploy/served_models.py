@@ -86,6 +86,8 @@ def model_spec(
         settings.dirs.logs / f"engine-{manifest.name}.log",
         ready_timeout_s=settings.ready_timeout_s,
         backoff_max_s=settings.restart_backoff_max_s,
+        health_interval_s=settings.health_interval_s,
+        health_failures=settings.health_failures,
         planned_bytes=planned,
         environ=dict(os.environ),
     )

@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     pin: list[str] = Field(
         default_factory=list, description="Models loaded at start and never unloaded."
     )
+    health_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between health checks of a running engine; a check that takes "
+        "longer fails.",
+    )
+    health_failures: int = Field(
+        3,
+        ge=1,
+        description="Failed health checks in a row after which a running engine is deemed hung, "
+        "killed and restarted.",
+    )
     access_log: bool = Field(
         False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
     )

@@ -1,5 +1,5 @@
 """Run one engine as a child process: start it, wait until it answers, restart it with
-backoff when it dies, and stop it for good when dsdeploy stops.
+backoff when it dies or hangs, and stop it for good when dsdeploy stops.
 
 The engine listens on a Unix socket in a fresh folder only this user can open (mode 0700),
 so nothing on the machine reaches it except through the gateway. The socket's path stays
@@ -7,6 +7,10 @@ the same across restarts.
 
 No orphan engines: the child is in its own session (Ctrl-C reaches only us, and we stop it
 gracefully), and on Linux the kernel kills it if we die without cleaning up (PDEATHSIG).
+
+A hung engine (deadlocked, stopped, stuck in the kernel) still runs as far as the kernel is
+concerned, so a ready engine is also asked for its health every few seconds; one that fails
+several checks in a row is killed with its whole process group and restarted like a crash.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class Supervisor:
         *,
         ready_timeout_s: float,
         backoff_max_s: float,
+        health_interval_s: float,
+        health_failures: int,
         planned_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -89,6 +95,10 @@ class Supervisor:
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.backoff_max_s = backoff_max_s
+        self.health_interval_s = health_interval_s
+        """Seconds between health checks of a ready engine, and each check's timeout."""
+        self.health_failures = health_failures
+        """Failed checks in a row after which a running engine is deemed hung."""
         self.state = "stopped"
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -187,10 +197,7 @@ class Supervisor:
     async def _wait_ready(self, proc: subprocess.Popen[bytes]) -> str | None:
         """None once the engine answers its health check, else why it never will."""
         deadline = time.monotonic() + self.ready_timeout_s
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://engine", timeout=5.0
-        ) as client:
+        async with self._engine_client(timeout_s=5.0) as client:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     why = explain_signal(
@@ -200,24 +207,61 @@ class Supervisor:
                         f"{self.engine.name} stopped while loading {self.model_name}: {why}; "
                         f"its log is {self.log_path}"
                     )
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(self.engine.health_path)).status_code == 200:
-                        return None
+                if await self._healthy(client):
+                    return None
                 await asyncio.sleep(POLL_S / 2)
         return (
             f"{self.engine.name} did not become ready within {self.ready_timeout_s:.0f} s; "
             f"raise DSDEPLOY_READY_TIMEOUT_S or see {self.log_path}"
         )
 
+    def _engine_client(self, timeout_s: float) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
+        return httpx.AsyncClient(transport=transport, base_url="http://engine", timeout=timeout_s)
+
+    async def _healthy(self, client: httpx.AsyncClient) -> bool:
+        try:
+            return (await client.get(self.engine.health_path)).status_code == 200
+        except httpx.TransportError:  # refused, reset, or timed out
+            return False
+
+    async def _until_hung(self, proc: subprocess.Popen[bytes]) -> str | None:
+        """Wait while the engine runs, checking its health every interval. Returns why it
+        is deemed hung once it has failed ``health_failures`` checks in a row, or None
+        when it exits."""
+        misses = 0
+        due = time.monotonic()
+        async with self._engine_client(timeout_s=self.health_interval_s) as client:
+            while misses < self.health_failures:
+                # Checks keep their cadence: a check that timed out is followed at once.
+                due = max(due + self.health_interval_s, time.monotonic())
+                while proc.poll() is None and time.monotonic() < due:
+                    await asyncio.sleep(min(POLL_S, self.health_interval_s))
+                if proc.poll() is not None:
+                    return None
+                misses = 0 if await self._healthy(client) else misses + 1
+        return (
+            f"it failed {misses} health checks in a row, {self.health_interval_s:g} s apart, "
+            "and was killed as hung"
+        )
+
+    async def _ended(self, proc: subprocess.Popen[bytes]) -> str:
+        """Wait until the engine exits, or kill it once it hangs; say why it ended."""
+        hung = await self._until_hung(proc)
+        if hung is None:
+            return explain_signal(proc.returncode, loading=False, planned_bytes=self.planned_bytes)
+        self.last_exit = hung  # before the kill, so that /health never says less
+        log.error("engine hung: %s", hung)
+        await self._terminate(grace_s=0.0)
+        return hung
+
     async def _watch(self) -> None:
-        """Restart the engine whenever it exits, waiting longer after each quick failure."""
+        """Restart the engine whenever it exits or hangs, waiting longer after each quick
+        failure."""
         failures = 0
-        while True:
+        while self._proc is not None:
             started = time.monotonic()
-            while self._proc is not None and self._proc.poll() is None:
-                await asyncio.sleep(POLL_S)
-            code = self._proc.returncode if self._proc is not None else 0
-            self.last_exit = explain_signal(code, loading=False, planned_bytes=self.planned_bytes)
+            self.last_exit = await self._ended(self._proc)
             self.state = "restarting"
             self.restarts += 1
             if time.monotonic() - started > HEALTHY_RESETS_BACKOFF_S:
@@ -232,16 +276,21 @@ class Supervisor:
             except EngineStartFailed as failure:
                 log.error("engine restart failed: %s", failure)
 
-    async def _terminate(self) -> None:
+    async def _terminate(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the engine's whole process group: SIGTERM, then SIGKILL after ``grace_s``
+        (at once when it is 0: a hung engine would not act on SIGTERM)."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
         # The engine leads its own process group: its workers (vLLM's) stop with it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_S / 4)
+        if grace_s > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)  # a stopped engine acts on SIGTERM once resumed
+            deadline = time.monotonic() + grace_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S / 4)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        while proc.poll() is None:  # not wait(): one stuck in the kernel would block the loop
+            await asyncio.sleep(POLL_S / 4)

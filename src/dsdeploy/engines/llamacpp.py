@@ -35,6 +35,35 @@ FAILURE_FIXES = (
 )
 
 
+def explain_llama_failure(log_tail: list[str]) -> str:
+    """What to do about a llama-server that did not start, from the end of its log."""
+    text = "\n".join(log_tail).lower()
+    for signatures, fix in FAILURE_FIXES:
+        if any(signature in text for signature in signatures):
+            return fix
+    return "the engine's last log lines are below" if log_tail else "its log is empty"
+
+
+def translate_llama_error(status: int, payload: bytes) -> EngineFailure | None:
+    """llama-server's 4xx speak about the request and are passed on; its 5xx are not."""
+    try:
+        error = json.loads(payload)["error"]
+        message, kind = str(error["message"]), str(error.get("type", ""))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if kind == "exceed_context_size_error":
+        return EngineFailure(
+            400,
+            f"this model's context is {error.get('n_ctx')} tokens per request, but the "
+            f"request has {error.get('n_prompt_tokens')} prompt tokens: shorten it, or "
+            "serve with a larger --ctx-size",
+            code="context_length_exceeded",
+        )
+    if 400 <= status < 500 and message:
+        return EngineFailure(status, message[:1000])
+    return None
+
+
 @dataclass(frozen=True)
 class LlamaCppEngine:
     binary: Path
@@ -98,27 +127,7 @@ class LlamaCppEngine:
         return argv
 
     def explain_failure(self, log_tail: list[str]) -> str:
-        text = "\n".join(log_tail).lower()
-        for signatures, fix in FAILURE_FIXES:
-            if any(signature in text for signature in signatures):
-                return fix
-        return "the engine's last log lines are below" if log_tail else "its log is empty"
+        return explain_llama_failure(log_tail)
 
     def translate_error(self, status: int, payload: bytes) -> EngineFailure | None:
-        """llama-server's 4xx speak about the request and are passed on; its 5xx are not."""
-        try:
-            error = json.loads(payload)["error"]
-            message, kind = str(error["message"]), str(error.get("type", ""))
-        except (ValueError, KeyError, TypeError):
-            return None
-        if kind == "exceed_context_size_error":
-            return EngineFailure(
-                400,
-                f"this model's context is {error.get('n_ctx')} tokens per request, but the "
-                f"request has {error.get('n_prompt_tokens')} prompt tokens: shorten it, or "
-                "serve with a larger --ctx-size",
-                code="context_length_exceeded",
-            )
-        if 400 <= status < 500 and message:
-            return EngineFailure(status, message[:1000])
-        return None
+        return translate_llama_error(status, payload)

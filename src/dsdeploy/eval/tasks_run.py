@@ -107,6 +107,8 @@ async def score_gguf(
         settings.dirs.logs / f"eval-{name}.log",
         ready_timeout_s=settings.ready_timeout_s,
         backoff_max_s=settings.restart_backoff_max_s,
+        health_interval_s=settings.health_interval_s,
+        health_failures=settings.health_failures,
     )
     await supervisor.start()
     try:
