@@ -111,6 +111,7 @@ class EnginePool:
         self.load_wait_s = load_wait_s
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
@@ -154,6 +155,7 @@ class EnginePool:
             if state.running is not None:
                 await state.running.supervisor.stop()
                 state.running = None
+        await asyncio.gather(*self._stopping, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def lease(self, model: str) -> AsyncIterator[Supervisor]:
@@ -258,12 +260,19 @@ class EnginePool:
     async def _unload(self, state: ModelState) -> None:
         running, state.running = state.running, None
         if running is not None:
-            await running.supervisor.stop()
+            await self._stop_engine(running.supervisor)
 
     async def _drain_and_stop(self, running: Running) -> None:
         while running.in_flight:
             await asyncio.sleep(DRAIN_POLL_S)
-        await running.supervisor.stop()
+        await self._stop_engine(running.supervisor)
+
+    async def _stop_engine(self, supervisor: Supervisor) -> None:
+        """Stops run to the end even if their caller is cancelled; ``stop`` waits for them."""
+        task = asyncio.create_task(supervisor.stop(), name="engine-stop")
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        await asyncio.shield(task)
 
     async def _reap_idle(self) -> None:
         assert self.keep_alive_s is not None
