@@ -19,20 +19,23 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from filelock import FileLock
 from pydantic import BaseModel, Field, field_validator
 
 from dsdeploy.errors import IntegrityError, StoreError, UnsafePathError
+from dsdeploy.gguf_parts import is_first_part
 from dsdeploy.modelfile import ModelInfo
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA256_HEX = r"^[0-9a-f]{64}$"
+WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 
 
 class StoredFile(BaseModel):
@@ -61,10 +64,31 @@ class Manifest(BaseModel):
     def weights(self) -> StoredFile:
         return weights_file(self.files, self.format)
 
+    @property
+    def weights_bytes(self) -> int:
+        """All the weights: every part of a split GGUF, every safetensors shard."""
+        return weights_bytes(self.files)
+
+
+class Sized(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int | None: ...
+
 
 def weights_file(files: list[StoredFile], model_format: str) -> StoredFile:
-    """The file an engine loads: the first one of the model's format."""
-    return next((f for f in files if f.path.endswith(f".{model_format}")), files[0])
+    """The file an engine loads: the first one of the model's format (of a split GGUF, part
+    1, which holds the metadata; llama.cpp finds the other parts from its name)."""
+    return next(
+        (f for f in files if f.path.endswith(f".{model_format}") and is_first_part(f.path)),
+        files[0],
+    )
+
+
+def weights_bytes(files: Iterable[Sized]) -> int:
+    return sum(f.size or 0 for f in files if f.path.endswith(WEIGHT_SUFFIXES))
 
 
 def check_model_name(name: str) -> str:
