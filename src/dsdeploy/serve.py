@@ -53,12 +53,12 @@ def prepare(settings: Settings, model_name: str, console: Console) -> Supervisor
         manifest = pull(entry, store, settings, partial(byte_progress, console=console))
     installed = ensure_engine(settings, console)
     hardware = probe(settings.dirs.data)
-    weights = store.weights_path(manifest)
+    weights = store.materialize(manifest).entry
     launch, plan = plan_serving(
         manifest.name,
         weights,
         manifest.weights.path,
-        manifest.weights.size,
+        manifest.weights_bytes,
         machine_for(hardware, gpu=None, gpus=None, ram=None),
         threads=settings.threads,
         ctx_size=settings.ctx_size,
