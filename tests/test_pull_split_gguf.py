@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dsdeploy.errors import StoreError
 from dsdeploy.modelfile import gguf_bytes_read_per_token, read_gguf_layout
 from tests.conftest import start_server
 from tests.hub_models import split_gguf
@@ -84,6 +85,26 @@ def test_a_split_quant_with_a_part_missing_is_refused_before_any_download(
         f"take every part, e.g. with --include 'Q4_1/{STEM}-*-of-00002.gguf'"
     )
     assert not any(path.startswith("/cdn/") for path in downloads(split_repo))
+
+
+def test_a_first_part_without_its_other_parts_beside_it_is_named_not_misread(
+    parts: dict[str, bytes], tmp_path: Path
+) -> None:
+    alone = tmp_path / Path(PARTS[0]).name
+    alone.write_bytes(parts[PARTS[0]])
+    with pytest.raises(StoreError) as missing:
+        read_gguf_layout(alone)
+    assert str(missing.value) == (
+        f"{alone.name}: parts of its split missing next to it: {Path(PARTS[1]).name}"
+    )
+    renamed = tmp_path / "model.gguf"
+    alone.rename(renamed)
+    with pytest.raises(StoreError) as unnamed:
+        gguf_bytes_read_per_token(renamed)
+    assert str(unnamed.value) == (
+        "model.gguf is part 1 of a GGUF split in 2, but is not named like one "
+        "(…-00001-of-00002.gguf), so its other parts cannot be found"
+    )
 
 
 @pytest.mark.parametrize("corrupted", PARTS)
