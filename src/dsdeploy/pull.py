@@ -20,7 +20,15 @@ from dsdeploy.progress import ProgressBar, ProgressHook
 from dsdeploy.settings import Settings
 from dsdeploy.sources import PullOptions, RemoteFile, is_source_spec, open_source
 from dsdeploy.sources.select import model_format
-from dsdeploy.store import Manifest, Store, StoredFile, check_model_name, utc_now, weights_file
+from dsdeploy.store import (
+    Manifest,
+    Store,
+    StoredFile,
+    check_model_name,
+    utc_now,
+    weights_bytes,
+    weights_file,
+)
 
 Announce = Callable[[str], None]
 
@@ -94,10 +102,6 @@ def target(model: str, name: str | None, quant: str | None) -> PullTarget:
     return entry
 
 
-def weights_bytes(files: list[RemoteFile]) -> int:
-    return sum(f.size or 0 for f in files if f.path.endswith((".gguf", ".safetensors")))
-
-
 def offset(progress: ProgressHook, before: int, overall: int) -> ProgressHook:
     """One bar for a many-file pull: each file's progress shifted by the files before it."""
 
@@ -109,6 +113,7 @@ def offset(progress: ProgressHook, before: int, overall: int) -> ProgressHook:
 
 
 def read_info(store: Store, files: list[StoredFile], fmt: str) -> ModelInfo:
+    """From the GGUF (part 1 of a split one: it carries the metadata) or config.json."""
     weights = weights_file(files, fmt)
     if fmt == "gguf":
         return read_gguf_info(store.blob_path(weights.sha256))

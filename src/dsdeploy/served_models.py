@@ -51,12 +51,12 @@ def model_spec(
     preload: bool,
 ) -> ModelSpec:
     """Plan one model (printing the plan and why) and say how to start its engine."""
-    weights = store.weights_path(manifest)
+    weights = store.materialize(manifest).entry
     launch, plan = plan_serving(
         manifest.name,
         weights,
         manifest.weights.path,
-        manifest.weights.size,
+        manifest.weights_bytes,
         machine_for(hardware, gpu=None, gpus=None, ram=None),
         threads=settings.threads,
         ctx_size=settings.ctx_size,
@@ -72,7 +72,7 @@ def model_spec(
         f"{launch.threads} threads ({hardware.physical_cores} cores, "
         f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
     )
-    planned = plan.llama.ram_bytes if plan.llama else manifest.weights.size
+    planned = plan.llama.ram_bytes if plan.llama else manifest.weights_bytes
     engine = build_engine(
         "llama.cpp",
         ModelLaunch(

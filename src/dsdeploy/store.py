@@ -4,6 +4,11 @@ Layout under ``Dirs.models``::
 
     blobs/sha256-<hex>        immutable file contents, shared between models
     manifests/<name>.json     what a name means: source, format, files and their hashes
+    dirs/<name>-<hash>/<path> the model as published: one relative link per manifest file
+                              (sub-folders kept) to its blob, as Hugging Face's cache has
+                              snapshots/ over blobs/; <hash> is the first 12 hex digits of
+                              the sha256 of the file list, so a changed manifest gets a new
+                              folder; engines are given these paths (``materialize``)
     partial/                  downloads in progress (same filesystem, so finalize is a rename)
     quarantine/               downloads whose bytes did not match their source's hash
     locks/                    one lock file per download, so concurrent pulls take turns
@@ -19,20 +24,24 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from filelock import FileLock
 from pydantic import BaseModel, Field, field_validator
 
 from dsdeploy.errors import IntegrityError, StoreError, UnsafePathError
+from dsdeploy.gguf_parts import is_first_part
+from dsdeploy.model_folder import publish, remove_folder
 from dsdeploy.modelfile import ModelInfo
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA256_HEX = r"^[0-9a-f]{64}$"
+WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 
 
 class StoredFile(BaseModel):
@@ -61,10 +70,31 @@ class Manifest(BaseModel):
     def weights(self) -> StoredFile:
         return weights_file(self.files, self.format)
 
+    @property
+    def weights_bytes(self) -> int:
+        """All the weights: every part of a split GGUF, every safetensors shard."""
+        return weights_bytes(self.files)
+
+
+class Sized(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int | None: ...
+
 
 def weights_file(files: list[StoredFile], model_format: str) -> StoredFile:
-    """The file an engine loads: the first one of the model's format."""
-    return next((f for f in files if f.path.endswith(f".{model_format}")), files[0])
+    """The file an engine loads: the first one of the model's format (of a split GGUF, part
+    1, which holds the metadata; llama.cpp finds the other parts from its name)."""
+    return next(
+        (f for f in files if f.path.endswith(f".{model_format}") and is_first_part(f.path)),
+        files[0],
+    )
+
+
+def weights_bytes(files: Iterable[Sized]) -> int:
+    return sum(f.size or 0 for f in files if f.path.endswith(WEIGHT_SUFFIXES))
 
 
 def check_model_name(name: str) -> str:
@@ -88,6 +118,12 @@ def safe_relative_path(name: str) -> PurePosixPath:
     ):
         raise UnsafePathError(name)
     return path
+
+
+def folder_name(manifest: Manifest) -> str:
+    """``<name>-<hash of the file list>``: a manifest with other files gets another folder."""
+    listing = "\n".join(sorted(f"{f.sha256} {f.size} {f.path}" for f in manifest.files))
+    return f"{manifest.name}-{hashlib.sha256(listing.encode()).hexdigest()[:12]}"
 
 
 def utc_now() -> str:
@@ -134,6 +170,16 @@ def file_sha256(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class ModelDir:
+    """A model as a folder of its files under their published names."""
+
+    path: Path
+    entry: Path
+    """What an engine is given: the GGUF file (part 1 of a split one), or for a safetensors
+    checkpoint the folder itself, as transformers and vLLM take it."""
+
+
+@dataclass(frozen=True)
 class BlobCheck:
     sha256: str
     problem: str | None
@@ -148,6 +194,7 @@ class Store:
         self.partial = root / "partial"
         self.quarantine = root / "quarantine"
         self.locks = root / "locks"
+        self.dirs = root / "dirs"
 
     def blob_path(self, sha256: str) -> Path:
         return self.blobs / f"sha256-{sha256}"
@@ -241,14 +288,25 @@ class Store:
                 yield found
 
     def weights_path(self, manifest: Manifest) -> Path:
-        weights = manifest.weights
-        path = self.blob_path(weights.sha256)
-        if not self.has_blob(weights.sha256, weights.size):
+        return self.present_blob(manifest, manifest.weights)
+
+    def present_blob(self, manifest: Manifest, stored: StoredFile) -> Path:
+        if not self.has_blob(stored.sha256, stored.size):
             raise StoreError(
-                f"model {manifest.name!r} is missing its weights file; run `dsdeploy pull "
-                f"{manifest.name}` again"
+                f"model {manifest.name!r} is missing its file {stored.path}; run `dsdeploy "
+                f"pull {manifest.name}` again"
             )
-        return path
+        return self.blob_path(stored.sha256)
+
+    def materialize(self, manifest: Manifest) -> ModelDir:
+        """The model's folder of links, made if missing; calling again returns the same folder.
+        Held under the shared store lock, so ``gc`` cannot take a folder being built."""
+        links = {safe_relative_path(f.path): self.present_blob(manifest, f) for f in manifest.files}
+        folder = self.dirs / folder_name(manifest)
+        with self.store_lock(fcntl.LOCK_SH):
+            publish(folder, links)
+        entry = folder / manifest.weights.path if manifest.format == "gguf" else folder
+        return ModelDir(folder, entry)
 
     def get(self, name: str) -> Manifest:
         """A model's manifest, or an error that lists the models there are."""
@@ -259,17 +317,23 @@ class Store:
         return found
 
     def remove(self, name: str) -> Manifest:
-        """Forget a name; its blobs stay until ``gc``, since other names may share them."""
+        """Forget a name and drop its folders; its blobs stay until ``gc``, since other names
+        may share them."""
         found = self.get(name)
         (self.manifests / f"{name}.json").unlink()
+        own = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
+        for folder in self.dirs.glob(f"{name}-*"):
+            if own.fullmatch(folder.name):
+                remove_folder(folder)
         return found
 
     def referenced_blobs(self) -> set[str]:
         return {stored.sha256 for m in self.manifests_all() for stored in m.files}
 
     def gc(self) -> dict[Path, int]:
-        """Delete blobs no manifest names and quarantined files; return what went. Partial
-        downloads stay: the next pull resumes them. Refused while a pull runs."""
+        """Delete blobs no manifest names, quarantined files and model folders no manifest
+        describes (or left half-built); return the files that went. Partial downloads stay:
+        the next pull resumes them. Refused while a pull runs."""
         try:
             with self.store_lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
                 return self.collect_garbage()
@@ -280,6 +344,10 @@ class Store:
             ) from None
 
     def collect_garbage(self) -> dict[Path, int]:
+        current = {folder_name(m) for m in self.manifests_all()}
+        for folder in sorted(self.dirs.glob("*")):  # links only: not counted as files freed
+            if folder.name not in current:
+                remove_folder(folder)
         keep = self.referenced_blobs()
         removed = [
             blob

@@ -68,7 +68,7 @@ def model_facts(settings: Settings, name: str) -> ModelFacts:
         name=name,
         sha256=manifest.weights.sha256,
         engine_version=installed.version if installed else None,
-        bytes_per_token=gguf_bytes_read_per_token(store.weights_path(manifest)),
+        bytes_per_token=gguf_bytes_read_per_token(store.materialize(manifest).entry),
     )
 
 

@@ -52,7 +52,9 @@ def stored_entry(
     name: str, weights: Path, weight_file: str, weight_bytes: int
 ) -> tuple[CatalogEntry, Quant]:
     """A model in the store: the catalog's numbers when it is known (no file read), else
-    the GGUF's own header; the weights are the stored file's exact size."""
+    the GGUF's own header (``weights`` is the file the engine is given, part 1 of a split
+    GGUF next to its other parts). ``weight_bytes`` is the stored files' exact size: every
+    part of a split GGUF, not only the first."""
     known = catalog.find(name)
     layout = (
         ModelLayout(known.architecture, weight_bytes, 0, {})

@@ -1,9 +1,9 @@
 """Which of a repo's files a pull takes: one GGUF quant, or a safetensors checkpoint.
 
 Every name in a listing is checked first (a listing is outside input), then ``--include``/
-``--exclude`` globs apply, then the format rules: a GGUF repo gives the files of one quant;
-otherwise safetensors are preferred and pickle files, which run code when loaded, are
-refused unless the user allows them.
+``--exclude`` globs apply, then the format rules: a GGUF repo gives the files of one quant
+(all parts of a split one, and nothing else); otherwise safetensors are preferred and
+pickle files, which run code when loaded, are refused unless the user allows them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fnmatch import fnmatch
 from pathlib import PurePosixPath
 
 from dsdeploy.errors import ConfigError, SourceError
+from dsdeploy.gguf_parts import one_model
 from dsdeploy.sources.fetch import RemoteFile
 from dsdeploy.store import safe_relative_path
 
@@ -67,19 +68,23 @@ def choose(listing: list[RemoteFile], options: PullOptions, repo: str) -> list[R
 
 
 def choose_gguf(ggufs: list[RemoteFile], quant: str | None, repo: str) -> list[RemoteFile]:
+    """The files of one quant: one file, or every part of a split one (DeepSeek-V3/R1 quants
+    come as ``Q2_K/DeepSeek-R1-Q2_K-00001-of-00005.gguf`` …), first part first."""
     quants = sorted({q for f in ggufs if (q := quant_of(f.path)) is not None})
     if quant is None:
-        if len(quants) <= 1:
-            return ggufs
-        raise SourceError(
-            f"{repo} has several GGUF quants; pick one with --quant: {', '.join(quants)}"
-        )
-    chosen = [f for f in ggufs if quant_of(f.path) == quant.upper()]
+        if len(quants) > 1:
+            raise SourceError(
+                f"{repo} has several GGUF quants; pick one with --quant: {', '.join(quants)}"
+            )
+        chosen, what = ggufs, f"{repo}'s GGUF"
+    else:
+        chosen, what = [f for f in ggufs if quant_of(f.path) == quant.upper()], f"{repo} {quant}"
     if not chosen:
         raise SourceError(
             f"{repo} has no {quant} GGUF; quants there: {', '.join(quants) or 'none'}"
         )
-    return chosen
+    by_path = {f.path: f for f in chosen}
+    return [by_path[path] for path in one_model(list(by_path), what)]
 
 
 def without_pickle(files: list[RemoteFile], allow_pickle: bool, repo: str) -> list[RemoteFile]:
