@@ -128,7 +128,7 @@ def cases(quick: bool) -> list[tuple[str, Case]]:
 
 def model_paths(settings: Settings, work: Path, quick: bool) -> dict[str, Path]:
     store = Store(settings.dirs.models)
-    manifest = pull(catalog.get("smollm2"), store, settings, lambda done, total: None)
+    manifest = pull(catalog.get("smollm2"), store, settings.hub, lambda done, total: None)
     paths = {"smollm2": store.weights_path(manifest)}
     for arch in QUICK_ARCHITECTURES if quick else ARCHITECTURES:
         print(f"building tiny {arch} checkpoint and converting it to GGUF", file=sys.stderr)

@@ -6,24 +6,40 @@ from pathlib import Path
 
 import pytest
 
-from dsdeploy.settings import Settings
+from dsdeploy.settings import GROUPS, Settings, settings_from
 from tests.conftest import run_cli
 
 
 def test_every_setting_has_a_description() -> None:
-    missing = [name for name, field in Settings.model_fields.items() if not field.description]
+    models = (Settings, *GROUPS.values())
+    missing = [n for model in models for n, f in model.model_fields.items() if not f.description]
     assert missing == []
 
 
+def test_each_option_is_declared_in_exactly_one_group() -> None:
+    names = [n for model in (Settings, *GROUPS.values()) for n in model.model_fields]
+    assert len(names) == len(set(names))
+
+
+def test_flags_reach_their_group_and_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DSDEPLOY_PORT", "9123")
+    monkeypatch.setenv("DSDEPLOY_THREADS", "3")
+    settings = settings_from({"port": 9200, "keep_alive_s": 10.0, "threads": None})
+    assert (settings.gateway.port, settings.engine.threads) == (9200, 3)
+    assert settings.serving.keep_alive_s == 10.0
+
+
 def test_api_listens_only_on_loopback_by_default() -> None:
-    assert Settings().host == "127.0.0.1"
+    assert Settings().gateway.host == "127.0.0.1"
 
 
 def test_environment_variables_set_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSDEPLOY_PORT", "9123")
     monkeypatch.setenv("DSDEPLOY_PARALLEL", "2")
     settings = Settings()
-    assert (settings.port, settings.parallel) == (9123, 2)
+    assert (settings.gateway.port, settings.engine.parallel) == (9123, 2)
 
 
 def test_home_holds_data_cache_and_config(tmp_path: Path) -> None:

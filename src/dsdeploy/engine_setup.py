@@ -27,8 +27,8 @@ def smoke_subject(settings: Settings, console: Console) -> SmokeSubject:
     if manifest is None:
         console.print(f"pulling {DEFAULT_MODEL}, the model every engine is checked with")
         bar = partial(byte_progress, console=console)
-        manifest = pull(catalog.get(DEFAULT_MODEL), store, settings, bar)
-    threads = settings.threads or psutil.cpu_count(logical=False) or 1
+        manifest = pull(catalog.get(DEFAULT_MODEL), store, settings.hub, bar)
+    threads = settings.engine.threads or psutil.cpu_count(logical=False) or 1
     return SmokeSubject(manifest.name, store.weights_path(manifest), threads, dict(os.environ))
 
 
@@ -38,8 +38,8 @@ def install_engine(settings: Settings, console: Console, *, rebuild: bool) -> In
     with step_progress("building llama.cpp", console) as progress:
         installed = llamacpp_install.install(
             settings.dirs,
-            settings.engine_backend,
-            settings.build_jobs,
+            settings.engine.engine_backend,
+            settings.engine.build_jobs,
             progress,
             partial(smoke_subject, settings, console),
             rebuild=rebuild,
@@ -75,7 +75,9 @@ def describe_build(installed: InstalledEngine, elapsed_s: float | None) -> str:
 def ensure_engine(settings: Settings, console: Console) -> InstalledEngine:
     """The engine `serve` uses: found and proven here, or built now."""
     dirs = settings.dirs
-    found = llamacpp_locate.locate(dirs, settings.llama_server, settings.engine_backend)
+    found = llamacpp_locate.locate(
+        dirs, settings.engine.llama_server, settings.engine.engine_backend
+    )
     if found is None:
         console.print("llama-server is not installed yet: building it once for this machine")
         return install_engine(settings, console, rebuild=False)

@@ -17,7 +17,7 @@ from dsdeploy.hardware import probe
 from dsdeploy.model.architecture import Architecture
 from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
 from dsdeploy.progress import ProgressBar, ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources import PullOptions, RemoteFile, is_source_spec, open_source
 from dsdeploy.sources.select import model_format
 from dsdeploy.store import (
@@ -144,7 +144,7 @@ def check_fit(
 def pull(
     entry: PullTarget,
     store: Store,
-    settings: Settings,
+    hub: HubSettings,
     bar: ProgressBar,
     options: PullOptions | None = None,
     announce: Announce = lambda line: None,
@@ -154,7 +154,7 @@ def pull(
     check_model_name(entry.name)
     with (
         store.pulling(),
-        closing(open_source(entry.source, options or PullOptions(), settings)) as source,
+        closing(open_source(entry.source, options or PullOptions(), hub)) as source,
     ):
         remotes = source.files()
         check_fit(remotes, store, announce, entry.architecture)

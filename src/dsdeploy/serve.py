@@ -38,16 +38,16 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def budget_bytes(settings: Settings, hardware: Hardware) -> int:
-    if settings.memory_budget is None:
+    if settings.serving.memory_budget is None:
         return hardware.ram_available - RAM_RESERVE
-    return parse_size(settings.memory_budget)
+    return parse_size(settings.serving.memory_budget)
 
 
 def prepare(settings: Settings, requested: list[str], console: Console) -> EnginePool:
     """Everything that can fail before a process starts: models, engine, plans, budget."""
     store = Store(settings.dirs.models)
     names = served_names(store, requested)
-    unknown = sorted(set(settings.preload + settings.pin) - set(names))
+    unknown = sorted(set(settings.serving.preload + settings.serving.pin) - set(names))
     if unknown:
         raise ConfigError(f"--preload/--pin name models that are not served: {', '.join(unknown)}")
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
@@ -62,17 +62,17 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
             installed,
             hardware,
             console,
-            pinned=single or manifest.name in settings.pin,
-            preload=manifest.name in settings.preload,
+            pinned=single or manifest.name in settings.serving.pin,
+            preload=manifest.name in settings.serving.preload,
         )
         for manifest in manifests
     ]
-    keep_alive = None if settings.keep_alive_s < 0 else settings.keep_alive_s
+    keep_alive = None if settings.serving.keep_alive_s < 0 else settings.serving.keep_alive_s
     return EnginePool(
         specs,
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=keep_alive,
-        load_wait_s=settings.load_wait_s,
+        load_wait_s=settings.serving.load_wait_s,
     )
 
 
@@ -92,16 +92,16 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(settings: Settings, models: list[str], console: Console) -> None:
-    check_port_free(settings.host, settings.port)
+    check_port_free(settings.gateway.host, settings.gateway.port)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
     config = uvicorn.Config(
         create_app(pool),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=settings.gateway.log_level,
+        access_log=settings.gateway.access_log,
         lifespan="on",
         timeout_graceful_shutdown=30,
     )
@@ -110,7 +110,7 @@ def serve(settings: Settings, models: list[str], console: Console) -> None:
         try:
             await pool.start()
             console.print(
-                f"OpenAI API at http://{settings.host}:{settings.port}/v1 "
+                f"OpenAI API at http://{settings.gateway.host}:{settings.gateway.port}/v1 "
                 f"(models: {', '.join(pool.model_names())})"
             )
             await uvicorn.Server(config).serve()

@@ -35,7 +35,9 @@ def served_names(store: Store, requested: list[str]) -> list[str]:
 def stored_or_pulled(settings: Settings, store: Store, name: str, console: Console) -> Manifest:
     manifest = store.manifest(name)
     if manifest is None:
-        manifest = pull(catalog.get(name), store, settings, partial(byte_progress, console=console))
+        manifest = pull(
+            catalog.get(name), store, settings.hub, partial(byte_progress, console=console)
+        )
     return manifest
 
 
@@ -58,9 +60,9 @@ def model_spec(
         manifest.weights.path,
         manifest.weights_bytes,
         machine_for(hardware, gpu=None, gpus=None, ram=None),
-        threads=settings.threads,
-        ctx_size=settings.ctx_size,
-        parallel=settings.parallel,
+        threads=settings.engine.threads,
+        ctx_size=settings.engine.ctx_size,
+        parallel=settings.engine.parallel,
     )
     add_measured_quality(plan, load_quant_eval(settings.dirs, manifest.name))
     show_plan(plan, console)
@@ -84,10 +86,10 @@ def model_spec(
         engine,
         manifest.name,
         settings.dirs.logs / f"engine-{manifest.name}.log",
-        ready_timeout_s=settings.ready_timeout_s,
-        backoff_max_s=settings.restart_backoff_max_s,
-        health_interval_s=settings.health_interval_s,
-        health_failures=settings.health_failures,
+        ready_timeout_s=settings.engine.ready_timeout_s,
+        backoff_max_s=settings.engine.restart_backoff_max_s,
+        health_interval_s=settings.engine.health_interval_s,
+        health_failures=settings.engine.health_failures,
         planned_bytes=planned,
         environ=dict(os.environ),
     )

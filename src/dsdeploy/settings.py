@@ -1,13 +1,15 @@
 """Every option dsdeploy has, declared once: type, default, bound and help together.
 
 Built once at the edge (the CLI) from flags, ``DSDEPLOY_*`` environment variables and
-defaults, then passed down; no other module reads the environment.
+defaults, then passed down; no other module reads the environment. Options come in groups
+(gateway, engine, serving, hub), and a module is handed only the group it needs; the
+variable names stay flat (``DSDEPLOY_PORT``, not ``DSDEPLOY_GATEWAY__PORT``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +17,122 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from dsdeploy.paths import Dirs, resolve_dirs
 
 DEFAULT_MODEL = "smollm2"
+
+
+class GatewaySettings(BaseSettings):
+    """The API server: where it listens and what it logs."""
+
+    model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the API listens on; the default keeps it private to this machine.",
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    access_log: bool = Field(
+        False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Gateway log level."
+    )
+
+
+class EngineSettings(BaseSettings):
+    """How engines are found, built, started and watched."""
+
+    model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
+
+    llama_server: Path | None = Field(
+        None, description="Use this llama-server binary instead of one on PATH or a built one."
+    )
+    engine_backend: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Backend to build llama.cpp with; auto picks CUDA when nvcc and a GPU exist.",
+    )
+    build_jobs: int | None = Field(
+        None, ge=1, description="Parallel compile jobs for engine builds (default: all cores)."
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="Engine threads for generation (default: from hardware)."
+    )
+    ctx_size: int | None = Field(
+        None, ge=128, description="Context tokens per parallel slot (default: from the model)."
+    )
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="Requests the engine decodes at once (parallel slots)."
+    )
+    ready_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds to wait for the engine to load the model and answer."
+    )
+    restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between restarts of an engine that keeps dying."
+    )
+    health_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between health checks of a running engine; a check that takes "
+        "longer fails.",
+    )
+    health_failures: int = Field(
+        3,
+        ge=1,
+        description="Failed health checks in a row after which a running engine is deemed hung, "
+        "killed and restarted.",
+    )
+
+
+class ServingSettings(BaseSettings):
+    """Which engines run when several models are served."""
+
+    model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
+
+    keep_alive_s: float = Field(
+        300.0,
+        ge=-1,
+        description="Seconds an idle engine stays loaded when several models are served "
+        "(-1: until evicted for memory).",
+    )
+    memory_budget: str | None = Field(
+        None,
+        description="Memory all loaded models may plan to use together, e.g. 16G "
+        "(default: RAM available at start, less a reserve).",
+    )
+    load_wait_s: float = Field(
+        120.0, gt=0, description="Longest a request waits for its model to load before a 503."
+    )
+    preload: list[str] = Field(
+        default_factory=list, description="Models to load at start instead of on first use."
+    )
+    pin: list[str] = Field(
+        default_factory=list, description="Models loaded at start and never unloaded."
+    )
+
+
+class HubSettings(BaseSettings):
+    """Where pulls come from, and the credentials they send."""
+
+    model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
+
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        validation_alias=AliasChoices("DSDEPLOY_HF_ENDPOINT", "HF_ENDPOINT"),
+        description="Hugging Face endpoint or mirror for hf: pulls (also read from HF_ENDPOINT).",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DSDEPLOY_HF_TOKEN", "HF_TOKEN"),
+        description="Hugging Face token for gated or private repos (also read from HF_TOKEN).",
+    )
+    ms_endpoint: str = Field(
+        "https://www.modelscope.cn",
+        validation_alias=AliasChoices("DSDEPLOY_MS_ENDPOINT"),
+        description="ModelScope endpoint for ms: pulls.",
+    )
+    ms_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DSDEPLOY_MS_TOKEN"),
+        description="ModelScope access token for private repos.",
+    )
 
 
 class Settings(BaseSettings):
@@ -41,94 +159,17 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("XDG_CONFIG_HOME"),
         description="XDG config base directory (read from XDG_CONFIG_HOME).",
     )
-    host: str = Field(
-        "127.0.0.1",
-        description="Address the API listens on; the default keeps it private to this machine.",
+    # Each group reads its own DSDEPLOY_* variables when it is made.
+    gateway: GatewaySettings = Field(
+        default_factory=GatewaySettings, description=GatewaySettings.__doc__
     )
-    port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
-    llama_server: Path | None = Field(
-        None, description="Use this llama-server binary instead of one on PATH or a built one."
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description=EngineSettings.__doc__
     )
-    engine_backend: Literal["auto", "cpu", "cuda"] = Field(
-        "auto",
-        description="Backend to build llama.cpp with; auto picks CUDA when nvcc and a GPU exist.",
+    serving: ServingSettings = Field(
+        default_factory=ServingSettings, description=ServingSettings.__doc__
     )
-    build_jobs: int | None = Field(
-        None, ge=1, description="Parallel compile jobs for engine builds (default: all cores)."
-    )
-    threads: int | None = Field(
-        None, ge=1, le=1024, description="Engine threads for generation (default: from hardware)."
-    )
-    ctx_size: int | None = Field(
-        None, ge=128, description="Context tokens per parallel slot (default: from the model)."
-    )
-    parallel: int | None = Field(
-        None, ge=1, le=256, description="Requests the engine decodes at once (parallel slots)."
-    )
-    ready_timeout_s: float = Field(
-        300.0, gt=0, description="Seconds to wait for the engine to load the model and answer."
-    )
-    restart_backoff_max_s: float = Field(
-        30.0, gt=0, description="Longest wait between restarts of an engine that keeps dying."
-    )
-    keep_alive_s: float = Field(
-        300.0,
-        ge=-1,
-        description="Seconds an idle engine stays loaded when several models are served "
-        "(-1: until evicted for memory).",
-    )
-    memory_budget: str | None = Field(
-        None,
-        description="Memory all loaded models may plan to use together, e.g. 16G "
-        "(default: RAM available at start, less a reserve).",
-    )
-    load_wait_s: float = Field(
-        120.0, gt=0, description="Longest a request waits for its model to load before a 503."
-    )
-    preload: list[str] = Field(
-        default_factory=list, description="Models to load at start instead of on first use."
-    )
-    pin: list[str] = Field(
-        default_factory=list, description="Models loaded at start and never unloaded."
-    )
-    health_interval_s: float = Field(
-        5.0,
-        gt=0,
-        description="Seconds between health checks of a running engine; a check that takes "
-        "longer fails.",
-    )
-    health_failures: int = Field(
-        3,
-        ge=1,
-        description="Failed health checks in a row after which a running engine is deemed hung, "
-        "killed and restarted.",
-    )
-    access_log: bool = Field(
-        False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Gateway log level."
-    )
-    hf_endpoint: str = Field(
-        "https://huggingface.co",
-        validation_alias=AliasChoices("DSDEPLOY_HF_ENDPOINT", "HF_ENDPOINT"),
-        description="Hugging Face endpoint or mirror for hf: pulls (also read from HF_ENDPOINT).",
-    )
-    hf_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("DSDEPLOY_HF_TOKEN", "HF_TOKEN"),
-        description="Hugging Face token for gated or private repos (also read from HF_TOKEN).",
-    )
-    ms_endpoint: str = Field(
-        "https://www.modelscope.cn",
-        validation_alias=AliasChoices("DSDEPLOY_MS_ENDPOINT"),
-        description="ModelScope endpoint for ms: pulls.",
-    )
-    ms_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("DSDEPLOY_MS_TOKEN"),
-        description="ModelScope access token for private repos.",
-    )
+    hub: HubSettings = Field(default_factory=HubSettings, description=HubSettings.__doc__)
 
     @property
     def dirs(self) -> Dirs:
@@ -139,3 +180,34 @@ class Settings(BaseSettings):
             xdg_cache_home=self.xdg_cache_home,
             xdg_config_home=self.xdg_config_home,
         )
+
+
+GROUPS: dict[str, type[GatewaySettings | EngineSettings | ServingSettings | HubSettings]] = {
+    "gateway": GatewaySettings,
+    "engine": EngineSettings,
+    "serving": ServingSettings,
+    "hub": HubSettings,
+}
+
+
+def option_field(name: str) -> Any:
+    """The one declaration of an option, wherever its group is (for flag help)."""
+    for model in (Settings, *GROUPS.values()):
+        if name in model.model_fields and name not in GROUPS:
+            return model.model_fields[name]
+    raise KeyError(name)
+
+
+def settings_from(flags: dict[str, Any]) -> Settings:
+    """Flags given on the command line win over DSDEPLOY_* variables, which win over
+    defaults; each flag goes to the group that declares it."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    groups = {
+        group: model(**{k: v for k, v in given.items() if k in model.model_fields})
+        for group, model in GROUPS.items()
+    }
+    top = {k: v for k, v in given.items() if k in Settings.model_fields and k not in GROUPS}
+    unknown = set(given) - set(top) - {k for model in GROUPS.values() for k in model.model_fields}
+    if unknown:
+        raise TypeError(f"not an option: {', '.join(sorted(unknown))}")
+    return Settings.model_validate(top | groups)

@@ -62,7 +62,7 @@ def model_facts(settings: Settings, name: str) -> ModelFacts:
     if manifest is None:
         raise ModelNotFound(name, store.names())
     installed = llamacpp_locate.locate(
-        settings.dirs, settings.llama_server, settings.engine_backend
+        settings.dirs, settings.engine.llama_server, settings.engine.engine_backend
     )
     return ModelFacts(
         name=name,
@@ -74,10 +74,10 @@ def model_facts(settings: Settings, name: str) -> ModelFacts:
 
 def serve_flags(settings: Settings, options: SweepOptions) -> list[str]:
     """As many slots as the highest concurrency, so TTFT is not time spent queueing."""
-    flags = ["--parallel", str(settings.parallel or max(options.concurrency))]
-    flags += ["--ctx-size", str(settings.ctx_size or BENCH_CTX_PER_SLOT)]
-    if settings.threads:
-        flags += ["--threads", str(settings.threads)]
+    flags = ["--parallel", str(settings.engine.parallel or max(options.concurrency))]
+    flags += ["--ctx-size", str(settings.engine.ctx_size or BENCH_CTX_PER_SLOT)]
+    if settings.engine.threads:
+        flags += ["--threads", str(settings.engine.threads)]
     return flags
 
 
@@ -122,7 +122,7 @@ def measure(
     served = asyncio.run(served_models(targets))
     facts = model_facts(settings, model) if model else None
     machine = machine_now()
-    threads = settings.threads or machine.physical_cores
+    threads = settings.engine.threads or machine.physical_cores
     console.print(f"measuring memory read bandwidth with {threads} threads")
     bandwidth = measure_read_bandwidth(threads)
     ceiling = decode_tokens_per_s_bound(bandwidth, facts.bytes_per_token) if facts else None

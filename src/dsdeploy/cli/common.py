@@ -9,20 +9,20 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from dsdeploy.errors import DsdeployError, EngineStartFailed
-from dsdeploy.settings import Settings
+from dsdeploy.settings import Settings, option_field, settings_from
 
 console = Console(stderr=True, soft_wrap=True)  # a line stays one line in logs and pipes
 
 
 def describe(field: str) -> str:
-    """Flag help is the Settings field's description: each option is declared once."""
-    return Settings.model_fields[field].description or ""
+    """Flag help is the option's own description: each option is declared once."""
+    return str(option_field(field).description or "")
 
 
 def load_settings(**flags: Any) -> Settings:
     """Flags given on the command line win over DSDEPLOY_* variables, which win over defaults."""
     try:
-        return Settings(**{name: value for name, value in flags.items() if value is not None})
+        return settings_from(flags)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])

@@ -37,7 +37,7 @@ def engine_list() -> None:
     settings = load_settings()
     try:
         active = llamacpp_locate.locate(
-            settings.dirs, settings.llama_server, settings.engine_backend
+            settings.dirs, settings.engine.llama_server, settings.engine.engine_backend
         )
         built = list(llamacpp_locate.built_engines(settings.dirs))
     except DsdeployError as exc:

@@ -46,7 +46,7 @@ def pull(
         )
         bar = partial(byte_progress, console=console)
         manifest = pull_model(
-            entry, Store(settings.dirs.models), settings, bar, options, console.print
+            entry, Store(settings.dirs.models), settings.hub, bar, options, console.print
         )
     except DsdeployError as exc:
         raise fail(exc) from None

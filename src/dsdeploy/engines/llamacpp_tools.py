@@ -17,7 +17,7 @@ class ToolFailed(EngineError):
 
 
 def tool_path(settings: Settings, name: str) -> Path:
-    installed = locate(settings.dirs, settings.llama_server, settings.engine_backend)
+    installed = locate(settings.dirs, settings.engine.llama_server, settings.engine.engine_backend)
     if installed is not None and (installed.binary.parent / name).exists():
         return installed.binary.parent / name
     on_path = shutil.which(name)

@@ -182,7 +182,7 @@ def evaluate_quantizations(
             progress(done, len(types) + 1)
         ref_size = ref.path.stat().st_size
     recommended, recommendation = recommend(rows, bounds, dequantized_from)
-    installed = locate(settings.dirs, settings.llama_server, settings.engine_backend)
+    installed = locate(settings.dirs, settings.engine.llama_server, settings.engine.engine_backend)
     return QuantEval(
         model=model,
         model_sha256=manifest.weights.sha256,
@@ -205,4 +205,4 @@ def evaluate_quantizations(
 
 
 def default_threads(settings: Settings) -> int:
-    return settings.threads or probe().physical_cores
+    return settings.engine.threads or probe().physical_cores

@@ -91,12 +91,12 @@ async def score_gguf(
     settings: Settings, path: Path, sets: list[TaskSet], concurrency: int, progress: ProgressHook
 ) -> list[SetScore]:
     """Serve one GGUF file privately (Unix socket), score it, stop it."""
-    installed = locate(settings.dirs, settings.llama_server, settings.engine_backend)
+    installed = locate(settings.dirs, settings.engine.llama_server, settings.engine.engine_backend)
     if installed is None:
         raise EngineNotInstalled("no llama-server yet: run `dsdeploy engine install`")
     name = path.stem
     launch = LaunchPlan(
-        threads=settings.threads or probe().physical_cores,
+        threads=settings.engine.threads or probe().physical_cores,
         ctx_per_slot=CTX_PER_SLOT,
         parallel=concurrency,
     )
@@ -105,10 +105,10 @@ async def score_gguf(
         engine,
         name,
         settings.dirs.logs / f"eval-{name}.log",
-        ready_timeout_s=settings.ready_timeout_s,
-        backoff_max_s=settings.restart_backoff_max_s,
-        health_interval_s=settings.health_interval_s,
-        health_failures=settings.health_failures,
+        ready_timeout_s=settings.engine.ready_timeout_s,
+        backoff_max_s=settings.engine.restart_backoff_max_s,
+        health_interval_s=settings.engine.health_interval_s,
+        health_failures=settings.engine.health_failures,
     )
     await supervisor.start()
     try:

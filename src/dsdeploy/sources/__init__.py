@@ -15,7 +15,7 @@ from typing import Protocol
 
 from dsdeploy.errors import SourceError
 from dsdeploy.progress import ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources.fetch import RemoteFile
 from dsdeploy.sources.hf import HfSource
 from dsdeploy.sources.local import LocalSource
@@ -36,7 +36,7 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-SourceFactory = Callable[[str, PullOptions, Settings], Source]
+SourceFactory = Callable[[str, PullOptions, HubSettings], Source]
 
 SOURCES: dict[str, SourceFactory] = {
     "hf": HfSource,
@@ -52,15 +52,15 @@ def is_source_spec(text: str) -> bool:
     return bool(sep and scheme in {*SOURCES, "http", "https"}) or "/" in text or Path(text).exists()
 
 
-def open_source(spec: str, options: PullOptions, settings: Settings) -> Source:
+def open_source(spec: str, options: PullOptions, hub: HubSettings) -> Source:
     if spec.startswith(("https://", "http://")):
-        return UrlSource(spec, options, settings)
+        return UrlSource(spec, options, hub)
     scheme, sep, rest = spec.partition(":")
     factory = SOURCES.get(scheme) if sep else None
     if factory is not None and rest:
-        return factory(rest, options, settings)
+        return factory(rest, options, hub)
     if "/" in spec or Path(spec).exists():
-        return LocalSource(spec, options, settings)
+        return LocalSource(spec, options, hub)
     known = ", ".join(f"{name}:" for name in SOURCES)
     raise SourceError(f"unsupported model source {spec!r}; supported: {known} https://, a path")
 

@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
 
 from dsdeploy.errors import AccessDenied, RemoteNotFound, SourceError
 from dsdeploy.progress import ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources.fetch import RemoteFile, download
 from dsdeploy.sources.select import PullOptions, choose
 from dsdeploy.store import Store, StoredFile, safe_relative_path
@@ -39,7 +39,7 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 class HfSource:
-    def __init__(self, ref: str, options: PullOptions, settings: Settings) -> None:
+    def __init__(self, ref: str, options: PullOptions, hub: HubSettings) -> None:
         self.repo, self.revision, member = parse_ref(ref)
         self.options = (
             options
@@ -48,8 +48,8 @@ class HfSource:
                 include=(member,), allow_pickle=options.allow_pickle, sha256=options.sha256
             )
         )
-        self.endpoint = settings.hf_endpoint.rstrip("/")
-        token: str | bool = settings.hf_token.get_secret_value() if settings.hf_token else False
+        self.endpoint = hub.hf_endpoint.rstrip("/")
+        token: str | bool = hub.hf_token.get_secret_value() if hub.hf_token else False
         self.api = HfApi(endpoint=self.endpoint, token=token, library_name="dsdeploy")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dsdeploy.errors import SourceError
 from dsdeploy.progress import ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources.fetch import RemoteFile
 from dsdeploy.sources.select import PullOptions, choose
 from dsdeploy.store import HashingWriter, Store, StoredFile
@@ -19,8 +19,8 @@ CHUNK = 1 << 20
 
 
 class LocalSource:
-    def __init__(self, ref: str, options: PullOptions, settings: Settings) -> None:
-        del settings  # a local file needs no hub settings
+    def __init__(self, ref: str, options: PullOptions, hub: HubSettings) -> None:
+        del hub  # a local file needs no hub settings
         self.root = Path(ref).expanduser()
         self.options = options
         if not self.root.exists():

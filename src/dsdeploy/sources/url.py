@@ -13,7 +13,7 @@ import httpx
 
 from dsdeploy.errors import SourceError
 from dsdeploy.progress import ProgressHook
-from dsdeploy.settings import Settings
+from dsdeploy.settings import HubSettings
 from dsdeploy.sources.fetch import TIMEOUT, RemoteFile, download, raise_for_status
 from dsdeploy.sources.select import PullOptions, choose
 from dsdeploy.store import Store, StoredFile
@@ -22,8 +22,8 @@ SHA256_LINE = re.compile(r"^([0-9a-fA-F]{64})\b")
 
 
 class UrlSource:
-    def __init__(self, url: str, options: PullOptions, settings: Settings) -> None:
-        del settings  # a plain URL needs no hub settings
+    def __init__(self, url: str, options: PullOptions, hub: HubSettings) -> None:
+        del hub  # a plain URL needs no hub settings
         self.url = url
         self.options = options
         self.client = httpx.Client(follow_redirects=True, timeout=TIMEOUT)
