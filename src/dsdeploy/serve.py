@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from types import FrameType
 from typing import Any
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.hooks import Hook
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
@@ -91,13 +92,16 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings, models: list[str], console: Console) -> None:
+def serve(
+    settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
+) -> None:
+    """``hooks`` join every API request's pipeline (see ``gateway.hooks``)."""
     check_port_free(settings.host, settings.port)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
     config = uvicorn.Config(
-        create_app(pool),
+        create_app(pool, settings, hooks),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

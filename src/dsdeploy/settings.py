@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     pin: list[str] = Field(
         default_factory=list, description="Models loaded at start and never unloaded."
     )
+    max_body_bytes: int = Field(
+        4 * 2**20,
+        ge=1024,
+        description="Largest request body, in bytes; a larger one is refused with 413 as soon "
+        "as the limit is passed (a 128k-token prompt is 0.5-1 MB of JSON).",
+    )
     access_log: bool = Field(
         False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
     )

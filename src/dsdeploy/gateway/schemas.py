@@ -2,6 +2,7 @@
 
 Strict types (a string is not a number) and extra fields allowed: engines take extensions
 such as ``ignore_eos`` or ``top_k``, and the gateway forwards the original bytes unchanged.
+The same models describe the request bodies in ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dsdeploy.gateway.errors import ApiError
+from dsdeploy.gateway.errors import MAX_ECHO, ApiError, clip
 
 TokenIds = list[int]
 PromptInput = str | list[str] | TokenIds | list[TokenIds]
@@ -23,20 +24,25 @@ class WireModel(BaseModel):
 class ModelRequest(WireModel):
     """Every routed request names the model it is for."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=256)
 
 
 T = TypeVar("T", bound=ModelRequest)
+
+
+class StreamableRequest(ModelRequest):
+    """A request whose answer may come as server-sent events."""
+
+    stream: bool = False
 
 
 class StreamOptions(WireModel):
     include_usage: bool = False
 
 
-class SamplingRequest(ModelRequest):
+class SamplingRequest(StreamableRequest):
     """Fields shared by chat and text completions."""
 
-    stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -84,6 +90,6 @@ def parse_request(schema: type[T], body: bytes) -> T:
             raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
         if first["type"] == "model_type" and not first["loc"]:
             raise ApiError(400, "the request body must be a JSON object") from None
-        field = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
+        field = clip(".".join(str(part) for part in first["loc"])) or None
+        message = clip(first["msg"].removeprefix("Value error, "), 2 * MAX_ECHO)
         raise ApiError(400, f"{field}: {message}" if field else message, param=field) from None
