@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import anthropic
 import openai
 import psutil
 import pytest
@@ -95,13 +96,18 @@ class Server:
         """One official client per server, closed when the server stops."""
         return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0)
 
+    @cached_property
+    def anthropic_client(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.base_url, api_key="unused", max_retries=0)
+
     @property
     def engine_log(self) -> Path:
         return self.home / "data" / "logs" / "engine-smollm2.log"
 
     def stop(self) -> int:
-        if "api_client" in self.__dict__:
-            self.api_client.close()
+        for client in ("api_client", "anthropic_client"):
+            if client in self.__dict__:
+                self.__dict__[client].close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)

@@ -1,5 +1,5 @@
-"""The gateway's app: the OpenAI API and the operations routes in front of a pool of
-engines, one per model, every API request going through ``pipeline``."""
+"""The gateway's app: the OpenAI and Anthropic APIs and the operations routes in front of a
+pool of engines, one per model, every API request going through ``pipeline``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dsdeploy import __version__
-from dsdeploy.gateway.errors import install_error_handlers
+from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.openapi import DocumentedApp
 from dsdeploy.gateway.pipeline import RequestContextMiddleware
 from dsdeploy.gateway.proxy import EngineProxy
+from dsdeploy.gateway.routes_anthropic import PREFIX as ANTHROPIC_PREFIX
+from dsdeploy.gateway.routes_anthropic import anthropic_router
 from dsdeploy.gateway.routes_openai import openai_router
 from dsdeploy.gateway.routes_ops import ops_router
 from dsdeploy.gateway.upstream import UpstreamPool
@@ -39,7 +41,8 @@ def create_app(pool: UpstreamPool, settings: Settings, hooks: Iterable[Hook] = (
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.hooks = Hooks(hooks)
     app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
-    install_error_handlers(app, [])
+    install_error_handlers(app, [(ANTHROPIC_PREFIX, ANTHROPIC)])
     app.include_router(ops_router())
     app.include_router(openai_router())
+    app.include_router(anthropic_router())
     return app

@@ -1,7 +1,9 @@
 """Every failure leaves the gateway as an error body in the shape of the API that was called.
 
-OpenAI routes: ``{"error": {"message", "type", "param", "code"}}``, the shape the official
-clients parse into typed exceptions. Another API family brings its own ``ErrorShape``.
+OpenAI routes: ``{"error": {"message", "type", "param", "code"}}``. Anthropic routes:
+``{"type": "error", "error": {"type", "message"}, "request_id"}`` with Anthropic's types
+and statuses (413 ``request_too_large``, 529 ``overloaded_error`` where OpenAI routes say
+503). These are the shapes the official clients parse into typed exceptions.
 
 What a client reads is safe to show: unexpected exceptions are logged here and answered
 with a generic message, client input is repeated at most ``MAX_ECHO`` characters, and
@@ -14,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -36,6 +38,19 @@ OPENAI_TYPES = {
     429: "rate_limit_error",
     503: "service_unavailable",
 }
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+ANTHROPIC_STATUS = {503: 529}
+"""Anthropic answers "try again later" with 529 ``overloaded_error``."""
+
 PATH_LIKE = re.compile(r"(?:^|[\s('\"=])~?/[\w.-]")
 
 
@@ -82,6 +97,17 @@ class OpenAIErrorBody(BaseModel):
     error: OpenAIErrorDetail
 
 
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+    request_id: str | None = None
+
+
 class ErrorShape(Protocol):
     """How one API family writes an error: as an answer, or as a last stream event."""
 
@@ -116,7 +142,24 @@ class OpenAIShape:
         return f"data: {data}\n\n".encode()
 
 
+class AnthropicShape:
+    body_model = AnthropicErrorBody
+
+    def status(self, error: ApiError) -> int:
+        return ANTHROPIC_STATUS.get(error.status, error.status)
+
+    def body(self, error: ApiError, request_id: str | None) -> AnthropicErrorBody:
+        kind = ANTHROPIC_TYPES.get(self.status(error), "api_error")
+        detail = AnthropicErrorDetail(type=kind, message=error.message)
+        return AnthropicErrorBody(error=detail, request_id=request_id)
+
+    def stream_event(self, error: ApiError, request_id: str | None) -> bytes:
+        data = json.dumps(self.body(error, request_id).model_dump())
+        return f"event: error\ndata: {data}\n\n".encode()
+
+
 OPENAI = OpenAIShape()
+ANTHROPIC = AnthropicShape()
 
 
 def error_response(shape: ErrorShape, error: ApiError, request_id: str | None) -> JSONResponse:

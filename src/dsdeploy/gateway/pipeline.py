@@ -82,6 +82,13 @@ def check_served(endpoint: Endpoint, body: ModelRequest, capabilities: EngineCap
             f"the model {clip(body.model)!r} does not serve {endpoint.engine_path}",
             code="unsupported_endpoint",
         )
+    if body.choices > capabilities.max_choices:
+        raise ApiError(
+            400,
+            f"n: the model {clip(body.model)!r} answers at most {capabilities.max_choices} "
+            "choices per request",
+            param="n",
+        )
 
 
 async def run(request: Request, endpoint: Endpoint) -> Response:

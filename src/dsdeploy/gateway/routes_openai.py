@@ -1,4 +1,4 @@
-"""The OpenAI API.
+"""The OpenAI API (and llama.cpp's tokenize/detokenize, which answer errors the same way).
 
 Each POST route is an ``Endpoint`` of the pipeline: the model that checks its body, the
 engine path it goes to, and the capability an engine needs to serve it.
@@ -16,7 +16,10 @@ from dsdeploy.gateway.pipeline import Endpoint, unknown_model
 from dsdeploy.gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
+    DetokenizeRequest,
     EmbeddingRequest,
+    ResponsesRequest,
+    TokenizeRequest,
 )
 from dsdeploy.gateway.upstream import UpstreamPool
 
@@ -44,6 +47,28 @@ EMBEDDINGS = Endpoint(
     shape=OPENAI,
     prompt_param="input",
 )
+RESPONSES = Endpoint(
+    name="responses",
+    engine_path="/v1/responses",
+    schema=ResponsesRequest,
+    serves=lambda c: c.responses,
+    shape=OPENAI,
+    prompt_param="input",
+)
+TOKENIZE = Endpoint(
+    name="tokenize",
+    engine_path="/tokenize",
+    schema=TokenizeRequest,
+    serves=lambda c: c.tokenize,
+    shape=OPENAI,
+)
+DETOKENIZE = Endpoint(
+    name="detokenize",
+    engine_path="/detokenize",
+    schema=DetokenizeRequest,
+    serves=lambda c: c.tokenize,
+    shape=OPENAI,
+)
 
 
 def model_card(request: Request, name: str) -> dict[str, Any]:
@@ -60,6 +85,9 @@ def openai_router() -> APIRouter:
     add_endpoint(router, ["/v1/chat/completions"], CHAT)
     add_endpoint(router, ["/v1/completions"], COMPLETIONS)
     add_endpoint(router, ["/v1/embeddings"], EMBEDDINGS)
+    add_endpoint(router, ["/v1/responses"], RESPONSES)
+    add_endpoint(router, ["/tokenize", "/v1/tokenize"], TOKENIZE)
+    add_endpoint(router, ["/detokenize", "/v1/detokenize"], DETOKENIZE)
 
     @router.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:

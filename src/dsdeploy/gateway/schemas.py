@@ -1,4 +1,5 @@
-"""The OpenAI request bodies the gateway checks before the engine sees them.
+"""The OpenAI request bodies the gateway checks before the engine sees them (and llama.cpp's
+tokenize/detokenize, which answer errors the OpenAI way).
 
 Strict types (a string is not a number) and extra fields allowed: engines take extensions
 such as ``ignore_eos`` or ``top_k``, and the gateway forwards the original bytes unchanged.
@@ -26,6 +27,11 @@ class ModelRequest(WireModel):
 
     model: str = Field(min_length=1, max_length=256)
 
+    @property
+    def choices(self) -> int:
+        """Answers asked for in one request; checked against the engine's ``max_choices``."""
+        return 1
+
 
 T = TypeVar("T", bound=ModelRequest)
 
@@ -47,7 +53,9 @@ class SamplingRequest(StreamableRequest):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="The engine returns one choice per request.")
+    n: int = Field(
+        1, ge=1, le=128, description="Choices to generate; at most the model's parallel slots."
+    )
     stop: str | list[str] | None = Field(None, max_length=16)
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -58,6 +66,10 @@ class SamplingRequest(StreamableRequest):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
+
+    @property
+    def choices(self) -> int:
+        return self.n
 
 
 class ChatMessage(WireModel):
@@ -78,6 +90,31 @@ class EmbeddingRequest(ModelRequest):
     input: PromptInput
     encoding_format: Literal["float", "base64"] = "float"
     stream: Literal[False] = False
+
+
+class ResponsesRequest(StreamableRequest):
+    """OpenAI's Responses API (``/v1/responses``)."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+
+
+class TokenizeRequest(ModelRequest):
+    """llama.cpp's ``/tokenize``; ``model`` is dsdeploy's addition, to route it."""
+
+    content: str | list[int | str]
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(ModelRequest):
+    """llama.cpp's ``/detokenize``; ``model`` is dsdeploy's addition, to route it."""
+
+    tokens: list[int]
 
 
 def parse_request(schema: type[T], body: bytes) -> T:
