@@ -17,6 +17,7 @@ from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
@@ -100,15 +101,7 @@ def serve(
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn.Config(
-        create_app(pool, settings, hooks),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
+    config = uvicorn_config(create_app(pool, settings, hooks), settings)
 
     async def main() -> None:
         try:
