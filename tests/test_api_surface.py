@@ -1,6 +1,6 @@
 """The served default model answers every API the gateway routes, through the official
 openai and anthropic clients: Responses, Anthropic Messages (plain and streamed),
-count_tokens, tokenize/detokenize, several choices."""
+count_tokens, tokenize/detokenize, several choices; and operators see it in /ps."""
 
 from __future__ import annotations
 
@@ -110,3 +110,12 @@ def test_every_answer_carries_its_own_request_id(shared_server: Server) -> None:
     assert len(set(ids)) == len(ids)
     assert all(rid.startswith("req_") for rid in ids)
     assert answers[3].json()["request_id"] == ids[3]  # Anthropic errors carry it too
+
+
+def test_ps_shows_the_model_ready_with_its_memory(shared_server: Server) -> None:
+    [model] = httpx.get(shared_server.base_url + "/ps").json()["models"]
+    assert model["model"] == "smollm2"
+    assert model["state"] == "ready"
+    assert model["pinned"] is True
+    assert model["planned_bytes"] > model["rss_bytes"] / 4 > 0
+    assert model["in_flight"] == 0

@@ -35,6 +35,7 @@ from dsdeploy.planner.plan import Asked, make_plan
 from dsdeploy.planner.render import plan_json, show_hardware, show_plan
 from dsdeploy.planner.subject import plan_subject
 from dsdeploy.progress import byte_progress, report_console, step_progress
+from dsdeploy.ps import fetch_status, status_table
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import target
 from dsdeploy.serve import serve as run_server
@@ -125,6 +126,23 @@ def serve(
         run_server(settings, models or [], console)
     except DsdeployError as exc:
         raise fail(exc) from None
+
+
+@app.command()
+def ps(
+    url: Annotated[
+        str | None,
+        typer.Option(help="The server's address (default: from --host/--port settings)."),
+    ] = None,
+) -> None:
+    """Show a running server's models: state, memory planned and used, slots, requests in
+    flight, idle time and restarts."""
+    settings = load_settings()
+    try:
+        models = fetch_status(url or f"http://{settings.host}:{settings.port}")
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    Console().print(status_table(models))
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""Operations routes, apart from the APIs: whether the gateway can serve. They take no body
-and lease no engine."""
+"""Operations routes, apart from the APIs: whether the gateway can serve, and what each
+model's engine is doing (``dsdeploy ps``). They take no body and lease no engine."""
 
 from __future__ import annotations
 
@@ -28,5 +28,12 @@ def ops_router() -> APIRouter:
             body = {"status": "unavailable", "reason": client_safe(reason)}
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok", "models": pool.model_names()})
+
+    @router.get("/ps")
+    async def ps(request: Request) -> dict[str, Any]:
+        """Each model's state, memory planned and measured, slots, requests in flight,
+        idle seconds and restarts."""
+        pool: UpstreamPool = request.app.state.pool
+        return {"models": pool.status()}
 
     return router
