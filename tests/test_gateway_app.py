@@ -144,6 +144,13 @@ def test_events_split_across_chunks_are_parsed_whole() -> None:
     assert parser.rest() is None
 
 
+def test_an_unchanged_event_is_sent_as_the_engines_own_bytes() -> None:
+    engine_bytes = b'event: content_block_delta\ndata: {"type": "x",  "n": 1}\n\n'
+    [event] = SseParser().feed(engine_bytes)
+    assert event.payload == {"type": "x", "n": 1}
+    assert event.encode() == engine_bytes
+
+
 def test_a_changed_event_is_encoded_with_its_new_payload() -> None:
     event = SseEvent('{"x": 1}', "delta")
     event.replace_payload({"x": 2})

@@ -51,28 +51,30 @@ async def relay_bytes(
         response.close()
 
 
+async def through_hooks(events: list[SseEvent], ctx: RequestContext, hooks: Hooks) -> bytes:
+    """What the hooks make of ``events``, encoded; the answer's usage is noted on the way."""
+    sent = []
+    for event in events:
+        if '"usage"' in event.data:  # decode only the events that can carry it
+            ctx.record_usage(event.payload)
+        kept = await hooks.on_event(ctx, event)
+        if kept is not None:
+            sent.append(kept.encode())
+    return b"".join(sent)
+
+
 async def relay_events(
     response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, hooks: Hooks
 ) -> AsyncGenerator[bytes, None]:
     parser = SseParser()
-
-    async def through_hooks(events: list[SseEvent]) -> bytes:
-        sent = []
-        for event in events:
-            ctx.record_usage(event.payload)
-            kept = await hooks.on_event(ctx, event)
-            if kept is not None:
-                sent.append(kept.encode())
-        return b"".join(sent)
-
     try:
         async for chunk in response.content.iter_any():
             if ctx.timings.first_byte is None:
                 ctx.timings.first_byte = time.monotonic()
-            if out := await through_hooks(parser.feed(chunk)):
+            if out := await through_hooks(parser.feed(chunk), ctx, hooks):
                 yield out
         last = parser.rest()
-        if last is not None and (out := await through_hooks([last])):
+        if last is not None and (out := await through_hooks([last], ctx, hooks)):
             yield out
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
