@@ -148,15 +148,11 @@ def slot_busy(server: Server) -> bool:
         return any(slot["is_processing"] for slot in engine.get("/slots").json())
 
 
-def seconds_until_idle(server: Server, timeout_s: float = 30) -> float:
-    start = time.monotonic()
-    while slot_busy(server) and time.monotonic() - start < timeout_s:
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def assert_slot_freed_and_next_request_served(server: Server) -> None:
-    assert seconds_until_idle(server) < 2.0
+    # One look, 2 s after the client left: llama-server checks a plain request's connection
+    # only after a second in which no result came for any request, and a look is a request.
+    time.sleep(2.0)
+    assert not slot_busy(server)
     start = time.monotonic()
     reply = server.api_client.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=2)
     assert reply.choices[0].message.content is not None
