@@ -5,29 +5,96 @@ bench``'s launcher starts ``dsdeploy serve`` and finds the engine's private Unix
 and its sweep sends identical streamed load to both, alternating which goes first, several
 times (closed-loop clients, ``ignore_eos``). This script adds what ``dsdeploy bench`` does
 not: the per-repetition ratio gateway ÷ raw, and a sweep over engine thread counts (cores
-and cores - 1 by default: the gateway needs CPU too).
+and cores - 1 by default: the gateway needs CPU too), and the gateway's CPU time per
+streamed token: the gateway process's user + system CPU (psutil) over trials that load only
+the gateway, divided by the tokens they streamed. ``--event-hook`` serves with one no-op
+``on_event`` hook, so every stream is cut into events and re-encoded: the event relay's cost.
 
     python benchmarks/gateway_overhead.py [--reps 5] [--concurrency 1,4,16] [--threads 2,1]
+        [--event-hook]
 
-Prints a table and writes benchmarks/results/gateway_overhead.json.
+Prints a table and writes benchmarks/results/gateway_overhead.json (with --event-hook,
+gateway_overhead_event_hook.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
+import sys
 from pathlib import Path
 
-from dsdeploy.bench.launch import start_local_server
-from dsdeploy.bench.loadgen import Trial
+import psutil
+from rich.console import Console
+
+from dsdeploy.bench.launch import DSDEPLOY, LocalServer, start_local_server
+from dsdeploy.bench.loadgen import Trial, run_trial
 from dsdeploy.bench.run import SweepOptions, parse_concurrency, served_models, sweep
 from dsdeploy.bench.workload import Workload
+from dsdeploy.gateway.context import RequestContext
+from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.sse import SseEvent
 from dsdeploy.hardware import probe
+from dsdeploy.serve import serve
+from dsdeploy.settings import Settings
 
-RESULTS = Path(__file__).parent / "results" / "gateway_overhead.json"
+RESULTS = Path(__file__).parent / "results"
+SERVE_WITH_EVENT_HOOK = "--serve-with-event-hook"
+CPU_REQUESTS = 8
+"""Requests per CPU trial (at least 1,000 tokens at 128 each: psutil counts 10 ms ticks)."""
+CPU_PROMPTS_FROM = 1_000_000
+"""Prompt numbers of the CPU trials, apart from the sweep's so none repeats."""
+
+
+class PassThrough(Hook):
+    """Reads every event and changes nothing."""
+
+    async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
+        return event
+
+
+def serve_with_event_hook(argv: list[str]) -> None:
+    """``serve MODEL --port P`` and the engine flags this script passes, with the hook."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("model")
+    for flag in ("--port", "--threads", "--parallel", "--ctx-size"):
+        parser.add_argument(flag, type=int)
+    flags = parser.parse_args(argv)
+    settings = Settings(
+        port=flags.port, threads=flags.threads, parallel=flags.parallel, ctx_size=flags.ctx_size
+    )
+    serve(settings, [flags.model], Console(stderr=True), hooks=[PassThrough()])
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def gateway_cpu_per_token(
+    server: LocalServer, model: str, workload: Workload, options: SweepOptions
+) -> dict[int, float]:
+    """Median over repetitions of the gateway's CPU µs per streamed token, by concurrency."""
+    process = psutil.Process(server.process.pid)
+    indices = itertools.count(CPU_PROMPTS_FROM)
+    medians = {}
+    for concurrency in options.concurrency:
+        samples = []
+        for rep in range(options.repetitions):
+            trial = Trial(server.gateway.name, concurrency, rep)
+            before = cpu_seconds(process)
+            await run_trial(
+                server.gateway, model, workload, trial, max(CPU_REQUESTS, concurrency), indices
+            )
+            tokens = sum(result.completion_tokens for result in trial.results)
+            samples.append((cpu_seconds(process) - before) / tokens * 1e6)
+        medians[concurrency] = statistics.median(samples)
+    return medians
 
 
 def ttft_p50_ms(trial: Trial) -> float:
@@ -38,7 +105,9 @@ def tpot_p50_ms(trial: Trial) -> float:
     return statistics.median(r.tpot_s for r in trial.results) * 1000
 
 
-def compare(trials: list[Trial], threads: int) -> list[dict[str, float | int]]:
+def compare(
+    trials: list[Trial], threads: int, cpu_us: dict[int, float]
+) -> list[dict[str, float | int]]:
     """Pair the raw and gateway trials of each repetition; ratios and differences per pair."""
     rows = []
     for concurrency in sorted({t.concurrency for t in trials}):
@@ -61,6 +130,7 @@ def compare(trials: list[Trial], threads: int) -> list[dict[str, float | int]]:
                     tpot_p50_ms(g) - tpot_p50_ms(r) for r, g in pairs
                 ),
                 "errors": sum(len(t.errors) for t in raw + gateway),
+                "gateway_cpu_us_per_token": cpu_us[concurrency],
             }
         )
     return rows
@@ -69,7 +139,7 @@ def compare(trials: list[Trial], threads: int) -> list[dict[str, float | int]]:
 def print_table(rows: list[dict[str, float | int]]) -> None:
     header = (
         f"{'threads':>7} {'conc':>4} {'raw tok/s':>9} {'gw tok/s':>9} {'ratio':>6} "
-        f"{'min':>6} {'+TTFT p50':>10} {'+ms/token':>9} {'errors':>6}"
+        f"{'min':>6} {'+TTFT p50':>10} {'+ms/token':>9} {'errors':>6} {'gw CPU µs/tok':>13}"
     )
     print(header)
     for row in rows:
@@ -77,13 +147,16 @@ def print_table(rows: list[dict[str, float | int]]) -> None:
             f"{row['threads']:>7} {row['concurrency']:>4} {row['raw_tokens_per_s']:>9.1f} "
             f"{row['gateway_tokens_per_s']:>9.1f} {row['tokens_per_s_ratio']:>6.3f} "
             f"{row['tokens_per_s_ratio_min']:>6.3f} {row['ttft_p50_added_ms']:>8.2f}ms "
-            f"{row['per_token_added_ms']:>9.3f} {row['errors']:>6}"
+            f"{row['per_token_added_ms']:>9.3f} {row['errors']:>6} "
+            f"{row['gateway_cpu_us_per_token']:>13.1f}"
         )
 
 
 def measure(args: argparse.Namespace, threads: int) -> list[dict[str, float | int]]:
     flags = ["--threads", str(threads), "--parallel", str(args.parallel), "--ctx-size", "2048"]
-    server = start_local_server("smollm2", flags, args.out.parent / f"serve-threads{threads}.log")
+    program = (sys.executable, __file__, SERVE_WITH_EVENT_HOOK) if args.event_hook else DSDEPLOY
+    log = args.out.parent / f"serve-threads{threads}.log"
+    server = start_local_server("smollm2", flags, log, program)
     options = SweepOptions(
         concurrency=args.concurrency,
         repetitions=args.reps,
@@ -98,12 +171,18 @@ def measure(args: argparse.Namespace, threads: int) -> list[dict[str, float | in
         targets = [server.raw, server.gateway]
         models = asyncio.run(served_models(targets))
         trials = asyncio.run(sweep(targets, models, options, show))
+        cpu_us = asyncio.run(
+            gateway_cpu_per_token(server, models[server.gateway.name], options.workload, options)
+        )
     finally:
         server.stop()
-    return compare(trials, threads)
+    return compare(trials, threads, cpu_us)
 
 
 def main() -> None:
+    if sys.argv[1:2] == [SERVE_WITH_EVENT_HOOK]:
+        serve_with_event_hook(sys.argv[2:])
+        return
     cores = probe().physical_cores
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -120,8 +199,13 @@ def main() -> None:
         help="engine slots; as many as the highest concurrency, so TTFT is not queueing time",
     )
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--event-hook", action="store_true", help="serve with one no-op on_event hook"
+    )
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    name = "gateway_overhead_event_hook" if args.event_hook else "gateway_overhead"
+    args.out = args.out or RESULTS / f"{name}.json"
 
     load_before = os.getloadavg()
     rows = [row for threads in args.threads for row in measure(args, threads)]

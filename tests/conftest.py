@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import anthropic
 import openai
 import psutil
 import pytest
@@ -96,12 +97,35 @@ class Server:
         """One official client per server, closed when the server stops."""
         return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0)
 
+    @cached_property
+    def anthropic_client(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.base_url, api_key="unused", max_retries=0)
+
+    @property
+    def engine_log(self) -> Path:
+        return self.home / "data" / "logs" / "engine-smollm2.log"
+
     def stop(self) -> int:
-        if "api_client" in self.__dict__:
-            self.api_client.close()
+        for client in ("api_client", "anthropic_client"):
+            if client in self.__dict__:
+                self.__dict__[client].close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
+
+
+def engine_of(server: Server) -> psutil.Process:
+    children = psutil.Process(server.process.pid).children()
+    engines = [
+        c for c in children if "llama-server" in c.name() and c.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert len(engines) == 1, children
+    return engines[0]
+
+
+def engine_socket(engine: psutil.Process) -> Path:
+    argv = engine.cmdline()
+    return Path(argv[argv.index("--host") + 1])
 
 
 def start_server(home: Path, log: Path, *args: str, **env: str) -> Server:

@@ -20,9 +20,8 @@ from dsdeploy.errors import EngineSmokeFailed
 from dsdeploy.paths import Dirs
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
-from tests.conftest import Server, free_port, run_cli
+from tests.conftest import Server, engine_of, free_port, run_cli
 from tests.test_engine_isa import SPR_METAL, ZEN3
-from tests.test_supervision import engine_of
 
 pytestmark = pytest.mark.engine
 

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dsdeploy.gateway.app import create_app
+from dsdeploy.settings import GatewaySettings
 
 
 class BrokenPool:
@@ -36,7 +37,9 @@ class BrokenPool:
 def test_unexpected_error_is_a_generic_500_without_its_text(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with TestClient(create_app(BrokenPool()), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(BrokenPool(), GatewaySettings()), raise_server_exceptions=False
+    ) as client:
         response = client.post(
             "/v1/chat/completions",
             json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},

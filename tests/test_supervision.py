@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from dsdeploy.bench.launch import wait_healthy
 from tests.conftest import (
     Server,
     decoding_stream_body,
+    engine_of,
+    engine_socket,
     free_port,
     gone,
     run_cli,
@@ -23,20 +24,6 @@ from tests.conftest import (
 pytestmark = pytest.mark.engine
 
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-def engine_of(server: Server) -> psutil.Process:
-    children = psutil.Process(server.process.pid).children()
-    engines = [
-        c for c in children if "llama-server" in c.name() and c.status() != psutil.STATUS_ZOMBIE
-    ]
-    assert len(engines) == 1, children
-    return engines[0]
-
-
-def engine_socket(engine: psutil.Process) -> Path:
-    argv = engine.cmdline()
-    return Path(argv[argv.index("--host") + 1])
 
 
 def test_engine_is_reachable_only_through_a_private_socket(shared_server: Server) -> None:

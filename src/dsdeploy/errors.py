@@ -16,6 +16,7 @@
     │   └── EngineStartFailed     the engine did not become ready
     │       └── EngineSmokeFailed an engine binary could not load and answer on this machine
     ├── BenchError                a benchmark target is unreachable or answered badly
+    ├── ServerUnreachable         a running dsdeploy server did not answer (`dsdeploy ps`)
     └── EvalError                 a quality evaluation cannot run as asked
 
 Only the edges translate them: the CLI to a line and an exit code, the gateway to an
@@ -106,6 +107,10 @@ class EngineSmokeFailed(EngineStartFailed):
 
 
 class BenchError(DsdeployError):
+    pass
+
+
+class ServerUnreachable(DsdeployError):
     pass
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from types import FrameType
 from typing import Any
 
@@ -16,6 +16,8 @@ from rich.console import Console
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
@@ -91,20 +93,16 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings, models: list[str], console: Console) -> None:
-    check_port_free(settings.gateway.host, settings.gateway.port)
+def serve(
+    settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
+) -> None:
+    """``hooks`` join every API request's pipeline (see ``gateway.hooks``)."""
+    gateway = settings.gateway
+    check_port_free(gateway.host, gateway.port)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn.Config(
-        create_app(pool),
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        log_level=settings.gateway.log_level,
-        access_log=settings.gateway.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=30,
-    )
+    config = uvicorn_config(create_app(pool, gateway, hooks), gateway)
 
     async def main() -> None:
         try:

@@ -29,6 +29,30 @@ class GatewaySettings(BaseSettings):
         description="Address the API listens on; the default keeps it private to this machine.",
     )
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    max_body_bytes: int = Field(
+        4 * 2**20,
+        ge=1024,
+        description="Largest request body, in bytes; a larger one is refused with 413 as soon "
+        "as the limit is passed (a 128k-token prompt is 0.5-1 MB of JSON).",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Client connections held open at once; one more is answered 503 and "
+        "closed (bodies in flight can hold up to this many times max_body_bytes).",
+    )
+    idle_timeout_s: int = Field(
+        5,
+        ge=1,
+        description="Seconds a client connection may wait without a request under way: idle "
+        "keep-alive connections, and clients slow to send their request headers, are closed.",
+    )
+    max_header_bytes: int = Field(
+        16 * 2**10,
+        ge=1024,
+        description="Largest request line plus headers, in bytes; a larger one is answered "
+        "431 and closed.",
+    )
     access_log: bool = Field(
         False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
     )

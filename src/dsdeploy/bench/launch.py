@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from dsdeploy.errors import BenchError
 
 START_TIMEOUT_S = 900.0
 """A first run may build the engine (about 10 minutes on 2 cores) before it serves."""
+
+DSDEPLOY = (sys.executable, "-m", "dsdeploy")
 
 
 def free_port() -> int:
@@ -71,12 +74,15 @@ def engine_socket(process: subprocess.Popen[bytes]) -> str:
     raise BenchError("dsdeploy serve runs no engine on a Unix socket")
 
 
-def start_local_server(model: str, serve_flags: list[str], log: Path) -> LocalServer:
+def start_local_server(
+    model: str, serve_flags: list[str], log: Path, program: Sequence[str] = DSDEPLOY
+) -> LocalServer:
     """``dsdeploy serve MODEL`` on a free loopback port, in this environment (so the same
-    DSDEPLOY_* settings), with the flags given; returns once it answers /health."""
+    DSDEPLOY_* settings), with the flags given; returns once it answers /health.
+    ``program`` replaces ``dsdeploy`` with a command that takes the same ``serve`` flags."""
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "dsdeploy", "serve", model, "--port", str(port)]
+    command = [*program, "serve", model, "--port", str(port)]
     with log.open("wb") as sink:
         process = subprocess.Popen([*command, *serve_flags], stdout=sink, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"

@@ -29,6 +29,7 @@ def build_app() -> typer.Typer:
     app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
     app.callback()(main_options)
     app.command("serve")(serving.serve)
+    app.command("ps")(serving.ps)
     app.command("pull")(models.pull)
     app.command("hw")(planning.hw)
     app.command("plan")(planning.plan)

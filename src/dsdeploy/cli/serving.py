@@ -1,4 +1,4 @@
-"""`dsdeploy serve`: the gateway in front of the models' engines."""
+"""`dsdeploy serve` and `dsdeploy ps`: the gateway in front of the models' engines."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import typer
 
 from dsdeploy.cli.common import console, describe, fail, load_settings
 from dsdeploy.errors import DsdeployError
+from dsdeploy.progress import report_console
+from dsdeploy.ps import fetch_status, status_table
 from dsdeploy.serve import serve as run_server
 
 
@@ -45,3 +47,19 @@ def serve(
         run_server(settings, models or [], console)
     except DsdeployError as exc:
         raise fail(exc) from None
+
+
+def ps(
+    url: Annotated[
+        str | None,
+        typer.Option(help="The server's address (default: from --host/--port settings)."),
+    ] = None,
+) -> None:
+    """Show a running server's models: state, memory planned and used, slots, requests in
+    flight, idle time and restarts."""
+    gateway = load_settings().gateway
+    try:
+        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}")
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    report_console().print(status_table(models))

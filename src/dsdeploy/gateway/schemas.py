@@ -1,7 +1,9 @@
-"""The OpenAI request bodies the gateway checks before the engine sees them.
+"""The OpenAI request bodies the gateway checks before the engine sees them (and llama.cpp's
+tokenize/detokenize, which answer errors the OpenAI way).
 
 Strict types (a string is not a number) and extra fields allowed: engines take extensions
 such as ``ignore_eos`` or ``top_k``, and the gateway forwards the original bytes unchanged.
+The same models describe the request bodies in ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dsdeploy.gateway.errors import ApiError
+from dsdeploy.gateway.errors import MAX_ECHO, ApiError, clip
 
 TokenIds = list[int]
 PromptInput = str | list[str] | TokenIds | list[TokenIds]
@@ -23,25 +25,37 @@ class WireModel(BaseModel):
 class ModelRequest(WireModel):
     """Every routed request names the model it is for."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=256)
+
+    @property
+    def choices(self) -> int:
+        """Answers asked for in one request; checked against the engine's ``max_choices``."""
+        return 1
 
 
 T = TypeVar("T", bound=ModelRequest)
+
+
+class StreamableRequest(ModelRequest):
+    """A request whose answer may come as server-sent events."""
+
+    stream: bool = False
 
 
 class StreamOptions(WireModel):
     include_usage: bool = False
 
 
-class SamplingRequest(ModelRequest):
+class SamplingRequest(StreamableRequest):
     """Fields shared by chat and text completions."""
 
-    stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="The engine returns one choice per request.")
+    n: int = Field(
+        1, ge=1, le=128, description="Choices to generate; at most the model's parallel slots."
+    )
     stop: str | list[str] | None = Field(None, max_length=16)
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -52,6 +66,10 @@ class SamplingRequest(ModelRequest):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
+
+    @property
+    def choices(self) -> int:
+        return self.n
 
 
 class ChatMessage(WireModel):
@@ -74,6 +92,31 @@ class EmbeddingRequest(ModelRequest):
     stream: Literal[False] = False
 
 
+class ResponsesRequest(StreamableRequest):
+    """OpenAI's Responses API (``/v1/responses``)."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+
+
+class TokenizeRequest(ModelRequest):
+    """llama.cpp's ``/tokenize``; ``model`` is dsdeploy's addition, to route it."""
+
+    content: str | list[int | str]
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(ModelRequest):
+    """llama.cpp's ``/detokenize``; ``model`` is dsdeploy's addition, to route it."""
+
+    tokens: list[int]
+
+
 def parse_request(schema: type[T], body: bytes) -> T:
     """Validate a body, or raise the 400 that names the first field at fault."""
     try:
@@ -84,6 +127,6 @@ def parse_request(schema: type[T], body: bytes) -> T:
             raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
         if first["type"] == "model_type" and not first["loc"]:
             raise ApiError(400, "the request body must be a JSON object") from None
-        field = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
+        field = clip(".".join(str(part) for part in first["loc"])) or None
+        message = clip(first["msg"].removeprefix("Value error, "), 2 * MAX_ECHO)
         raise ApiError(400, f"{field}: {message}" if field else message, param=field) from None

@@ -1,0 +1,94 @@
+"""What the gateway knows about one request while it runs, for hooks, logs and metrics.
+
+One ``RequestContext`` is made per HTTP request by the pipeline's middleware, stored in the
+request's state, and handed to every hook. Its ``id`` is the ``x-request-id`` header of the
+answer, so a client's report can be matched with the operator's log.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts the engine reported, in whichever API's words it used."""
+
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> Usage | None:
+        """The ``usage`` object of an answer or event: OpenAI chat and completions say
+        prompt/completion tokens; the Responses and Anthropic APIs say input/output.
+        Anthropic's stream splits it between ``message_start`` and ``message_delta``."""
+        if not isinstance(payload, dict):
+            return None
+        usage = payload.get("usage")
+        for inner in ("response", "message"):  # Responses and Anthropic events nest it
+            if usage is None and isinstance(payload.get(inner), dict):
+                usage = payload[inner].get("usage")
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        if not isinstance(prompt, int) and not isinstance(completion, int):
+            return None
+        return cls(
+            prompt if isinstance(prompt, int) else 0,
+            completion if isinstance(completion, int) else 0,
+        )
+
+    def merge(self, later: Usage | None) -> Usage:
+        """Counts from a later event win where they are known (non-zero)."""
+        if later is None:
+            return self
+        return Usage(
+            later.input_tokens or self.input_tokens, later.output_tokens or self.output_tokens
+        )
+
+
+@dataclass
+class Timings:
+    """Monotonic clock readings (seconds); None until the stage is reached."""
+
+    received: float = field(default_factory=time.monotonic)
+    upstream_start: float | None = None
+    """The request was handed to the engine."""
+    first_byte: float | None = None
+    """The engine's first answer bytes arrived (a plain answer arrives all at once)."""
+    done: float | None = None
+    """The answer's last byte was sent, or the request failed or was abandoned."""
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+@dataclass
+class RequestContext:
+    """One request's identity, route, model and progress."""
+
+    id: str = field(default_factory=new_request_id)
+    route: str | None = None
+    """The pipeline endpoint's name (``chat.completions``, ``messages``…); None for
+    operations routes and unknown paths."""
+    model: str | None = None
+    """The model the request names, once its body is checked."""
+    key_id: str | None = None
+    """The API key it was admitted with, once keys exist."""
+    stream: bool = False
+    status: int | None = None
+    """The HTTP status sent; 499 when the client left before the answer."""
+    usage: Usage | None = None
+    timings: Timings = field(default_factory=Timings)
+    received_at: float = field(default_factory=time.time)
+    """Wall-clock time of arrival, for logs."""
+
+    def record_usage(self, payload: Any) -> None:
+        found = Usage.from_payload(payload)
+        if found is not None:
+            self.usage = found if self.usage is None else self.usage.merge(found)

@@ -1,0 +1,96 @@
+"""The seams later features plug into: API keys, limits, audit, metrics, reasoning output.
+
+A hook subclasses ``Hook`` and overrides only what it needs; it is registered on the app
+(``app.state.hooks.add(hook)``, or ``create_app(..., hooks=[...])``) and runs for every
+request of the pipeline's routes, in registration order:
+
+- ``admit(ctx, headers)`` before the body is read: refuse early (keys, client address,
+  rate limits) by raising ``ApiError``, so a refused client costs no body read.
+- ``before(ctx, body)`` once the body is checked and ``ctx.model`` is known, before an
+  engine is leased: refuse by raising ``ApiError`` (per-model limits, allowlists). The body
+  is read-only: the engine receives the client's bytes unchanged.
+- ``on_event(ctx, event)`` for each server-sent event of a streamed answer; return the
+  event (changed or not) or None to drop it. Only a hook that overrides it makes the
+  gateway parse events; with none the stream is relayed as raw bytes.
+- ``after(ctx, usage)`` once the answer is over, whatever the outcome (``ctx.status``,
+  ``ctx.timings``); ``usage`` is known for plain answers when any hook is registered and
+  for streams when some hook reads events. Its failures are logged, never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+
+from dsdeploy.gateway.context import RequestContext, Usage
+from dsdeploy.gateway.schemas import ModelRequest
+from dsdeploy.gateway.sse import SseEvent
+
+log = logging.getLogger("dsdeploy.gateway")
+
+
+class Hook:
+    """No-op at every stage; subclasses override the stages they need."""
+
+    async def admit(self, ctx: RequestContext, headers: Headers) -> None:
+        return None
+
+    async def before(self, ctx: RequestContext, body: ModelRequest) -> None:
+        return None
+
+    async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
+        return event
+
+    async def after(self, ctx: RequestContext, usage: Usage | None) -> None:
+        return None
+
+
+def reads_events(hook: Hook) -> bool:
+    return type(hook).on_event is not Hook.on_event
+
+
+class Hooks:
+    """The app's hooks, in order; knows whether any of them reads stream events."""
+
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self._all: list[Hook] = []
+        self._event_readers: list[Hook] = []
+        for hook in hooks:
+            self.add(hook)
+
+    def add(self, hook: Hook) -> None:
+        self._all.append(hook)
+        if reads_events(hook):
+            self._event_readers.append(hook)
+
+    def __bool__(self) -> bool:
+        return bool(self._all)
+
+    @property
+    def read_events(self) -> bool:
+        return bool(self._event_readers)
+
+    async def admit(self, ctx: RequestContext, headers: Headers) -> None:
+        for hook in self._all:
+            await hook.admit(ctx, headers)
+
+    async def before(self, ctx: RequestContext, body: ModelRequest) -> None:
+        for hook in self._all:
+            await hook.before(ctx, body)
+
+    async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
+        current: SseEvent | None = event
+        for hook in self._event_readers:
+            if current is None:
+                break
+            current = await hook.on_event(ctx, current)
+        return current
+
+    async def after(self, ctx: RequestContext) -> None:
+        for hook in self._all:
+            try:
+                await hook.after(ctx, ctx.usage)
+            except Exception:
+                log.exception("after-hook %s failed for request %s", type(hook).__name__, ctx.id)

@@ -1,0 +1,171 @@
+"""The stages every API request goes through, in order:
+
+1. context    a ``RequestContext`` (id, returned as ``x-request-id``; timings) — middleware
+2. admission  ``admit`` hooks, then the body read under the size cap (413)
+3. validation the endpoint's pydantic model (400 naming the field); ``before`` hooks
+4. routing    lease the engine of the body's ``model`` (404, 503), check that it serves
+              this endpoint and the choices asked for (400)
+5. relay      the client's bytes to the engine; its answer back, as bytes or, when a hook
+              reads them, as events through ``on_event`` hooks; a client that leaves
+              cancels the engine's work
+6. after      ``after`` hooks, once the answer is over, whatever the outcome — middleware
+
+Errors raised at any stage are ``ApiError`` values, answered in the endpoint's API shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dsdeploy.engines.base import EngineCapabilities
+from dsdeploy.errors import EngineUnavailable, ModelNotFound
+from dsdeploy.gateway.admission import ClientGone, read_body, unless_client_leaves
+from dsdeploy.gateway.context import RequestContext
+from dsdeploy.gateway.errors import ApiError, ErrorShape, client_safe, clip
+from dsdeploy.gateway.hooks import Hooks
+from dsdeploy.gateway.proxy import EngineProxy
+from dsdeploy.gateway.relay import LeasedStream, relay
+from dsdeploy.gateway.schemas import ModelRequest, StreamableRequest, parse_request
+from dsdeploy.gateway.upstream import Upstream, UpstreamPool
+
+CLIENT_CLOSED_REQUEST = 499
+"""Noted on the context (for hooks and logs) when the client left before its answer."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One API route of the pipeline: what it checks, where it goes, how it fails."""
+
+    name: str
+    """Stable name for hooks, logs and metrics, e.g. ``chat.completions``."""
+    engine_path: str
+    schema: type[ModelRequest]
+    serves: Callable[[EngineCapabilities], bool]
+    shape: ErrorShape
+    prompt_param: str | None = None
+    """The field to name when the prompt does not fit the context."""
+
+
+def unknown_model(pool: UpstreamPool, requested: str) -> ApiError:
+    return ApiError(
+        404,
+        f"the model {clip(requested)!r} does not exist; this server has "
+        f"{', '.join(pool.model_names())}",
+        code="model_not_found",
+        param="model",
+    )
+
+
+async def lease(pool: UpstreamPool, model: str, stack: AsyncExitStack) -> Upstream:
+    """The model's upstream, held until ``stack`` closes (after the last byte is sent)."""
+    try:
+        return await stack.enter_async_context(pool.lease(model))
+    except ModelNotFound:
+        raise unknown_model(pool, model) from None
+    except EngineUnavailable as exc:
+        raise ApiError(503, client_safe(str(exc)), code="engine_unavailable") from None
+
+
+def check_served(endpoint: Endpoint, body: ModelRequest, capabilities: EngineCapabilities) -> None:
+    if not endpoint.serves(capabilities):
+        raise ApiError(
+            400,
+            f"the model {clip(body.model)!r} does not serve {endpoint.engine_path}",
+            code="unsupported_endpoint",
+        )
+    if body.choices > capabilities.max_choices:
+        raise ApiError(
+            400,
+            f"n: the model {clip(body.model)!r} answers at most {capabilities.max_choices} "
+            "choices per request",
+            param="n",
+        )
+
+
+async def run(request: Request, endpoint: Endpoint) -> Response:
+    ctx: RequestContext = request.state.ctx
+    ctx.route = endpoint.name
+    state = request.app.state
+    hooks: Hooks = state.hooks
+    try:
+        await hooks.admit(ctx, request.headers)
+        body = await read_body(request, state.max_body_bytes)
+        parsed = parse_request(endpoint.schema, body)
+        ctx.model = parsed.model
+        ctx.stream = isinstance(parsed, StreamableRequest) and parsed.stream
+        await hooks.before(ctx, parsed)
+        return await answer(request, endpoint, ctx, parsed, body)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def answer(
+    request: Request, endpoint: Endpoint, ctx: RequestContext, parsed: ModelRequest, body: bytes
+) -> Response:
+    """Lease the model's engine, hand it the client's bytes, relay what it answers."""
+    state = request.app.state
+    proxy: EngineProxy = state.proxy
+    prompt_param = endpoint.prompt_param or ""
+    stack = AsyncExitStack()
+    try:
+        upstream = await lease(state.pool, parsed.model, stack)
+        check_served(endpoint, parsed, upstream.capabilities)
+        ctx.timings.upstream_start = time.monotonic()
+        if ctx.stream:
+            opened = proxy.open(upstream, endpoint.engine_path, body, prompt_param)
+            response = await unless_client_leaves(request.receive, opened)
+            events = relay(response, ctx, endpoint.shape, state.hooks)
+            return LeasedStream(events, done=stack.aclose)
+        fetched = proxy.fetch(upstream, endpoint.engine_path, body, prompt_param)
+        payload = await unless_client_leaves(request.receive, fetched)
+        ctx.timings.first_byte = time.monotonic()
+        if state.hooks:
+            with contextlib.suppress(ValueError):
+                ctx.record_usage(json.loads(payload))
+        await stack.aclose()
+        return Response(payload, media_type="application/json")
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+class RequestContextMiddleware:
+    """Gives every HTTP request its context and ``x-request-id``, and runs the ``after``
+    hooks of pipeline requests once the answer is over (sent, failed or abandoned)."""
+
+    def __init__(self, app: ASGIApp, hooks: Hooks) -> None:
+        self.app = app
+        self.hooks = hooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = RequestContext()
+        scope.setdefault("state", {})["ctx"] = ctx
+        id_header = (b"x-request-id", ctx.id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            ctx.status = 500
+            raise
+        finally:
+            ctx.timings.done = time.monotonic()
+            if ctx.route is not None and self.hooks:
+                await self.hooks.after(ctx)
