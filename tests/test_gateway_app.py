@@ -35,6 +35,8 @@ class StoppedEnginePool:
             SECRET_LOG,
             ready_timeout_s=1,
             backoff_max_s=1,
+            health_interval_s=5,
+            health_failures=3,
         )
 
     def model_names(self) -> list[str]:
