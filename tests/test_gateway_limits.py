@@ -12,12 +12,12 @@ import httpx
 import psutil
 import pytest
 
-from dsdeploy.settings import Settings
+from dsdeploy.settings import GatewaySettings
 from tests.conftest import Server, decoding_stream_body, engine_of, engine_socket, start_server
 
 pytestmark = pytest.mark.engine
 
-CAP = Settings.model_fields["max_body_bytes"].default
+CAP = GatewaySettings.model_fields["max_body_bytes"].default
 HELLO = [{"role": "user", "content": "hi"}]
 IDLE_TIMEOUT_S = 1
 MAX_CONNECTIONS = 8
