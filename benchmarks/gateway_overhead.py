@@ -203,9 +203,17 @@ def main() -> None:
         "--event-hook", action="store_true", help="serve with one no-op on_event hook"
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--quick", action="store_true", help="one short rep at 1 and 2 streams, with the hook"
+    )
     args = parser.parse_args()
+    if args.quick:  # a check that it runs, not a measurement
+        args.reps, args.concurrency, args.max_tokens = 1, (1, 2), 16
+        args.threads, args.parallel, args.event_hook = [cores], 2, True
     name = "gateway_overhead_event_hook" if args.event_hook else "gateway_overhead"
-    args.out = args.out or RESULTS / f"{name}.json"
+    args.out = args.out or RESULTS / (
+        "gateway_overhead.quick.json" if args.quick else f"{name}.json"
+    )
 
     load_before = os.getloadavg()
     rows = [row for threads in args.threads for row in measure(args, threads)]

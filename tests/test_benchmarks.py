@@ -42,3 +42,13 @@ def test_plan_accuracy_quick_mode_measures_smollm2_and_a_tiny_deepseek(
 def test_pull_throughput_quick_mode_compares_with_curl(isolated_home: Path) -> None:
     result = run_quick("pull_throughput.py", isolated_home)
     assert result["size_mib"] == 64
+
+
+@pytest.mark.engine
+def test_gateway_overhead_quick_mode_compares_raw_and_gateway_with_a_hook(
+    model_home: Path,
+) -> None:
+    result = run_quick("gateway_overhead.py", model_home)
+    rows = result["summary"]
+    assert [row["concurrency"] for row in rows] == [1, 2]  # type: ignore[union-attr]
+    assert all(row["errors"] == 0 for row in rows)  # type: ignore[union-attr]
