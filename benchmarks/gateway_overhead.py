@@ -40,7 +40,7 @@ from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.sse import SseEvent
 from dsdeploy.hardware import probe
 from dsdeploy.serve import serve
-from dsdeploy.settings import Settings
+from dsdeploy.settings import settings_from
 
 RESULTS = Path(__file__).parent / "results"
 SERVE_WITH_EVENT_HOOK = "--serve-with-event-hook"
@@ -65,8 +65,13 @@ def serve_with_event_hook(argv: list[str]) -> None:
     for flag in ("--port", "--threads", "--parallel", "--ctx-size"):
         parser.add_argument(flag, type=int)
     flags = parser.parse_args(argv)
-    settings = Settings(
-        port=flags.port, threads=flags.threads, parallel=flags.parallel, ctx_size=flags.ctx_size
+    settings = settings_from(
+        {
+            "port": flags.port,
+            "threads": flags.threads,
+            "parallel": flags.parallel,
+            "ctx_size": flags.ctx_size,
+        }
     )
     serve(settings, [flags.model], Console(stderr=True), hooks=[PassThrough()])
 

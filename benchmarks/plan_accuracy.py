@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from dsdeploy.engines import llamacpp_locate
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
 from dsdeploy.modelfile import ModelLayout, read_gguf_layout
 from dsdeploy.planner import memory
+from dsdeploy.progress import ProgressHook
 from dsdeploy.pull import pull
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -126,9 +129,14 @@ def cases(quick: bool) -> list[tuple[str, Case]]:
     return [(c.model, c) for c in grid + tiny]
 
 
+@contextmanager
+def quiet_bar(label: str) -> Iterator[ProgressHook]:
+    yield lambda done, total: None
+
+
 def model_paths(settings: Settings, work: Path, quick: bool) -> dict[str, Path]:
     store = Store(settings.dirs.models)
-    manifest = pull(catalog.get("smollm2"), store, settings.hub, lambda done, total: None)
+    manifest = pull(catalog.get("smollm2"), store, settings.hub, quiet_bar)
     paths = {"smollm2": store.weights_path(manifest)}
     for arch in QUICK_ARCHITECTURES if quick else ARCHITECTURES:
         print(f"building tiny {arch} checkpoint and converting it to GGUF", file=sys.stderr)

@@ -5,6 +5,7 @@ a signal kills while serving is explained."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -148,7 +149,7 @@ def test_found_binary_is_checked_once_and_then_trusted(
 ) -> None:
     built = real_engine(model_home)
     (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "llama-server").symlink_to(built.binary)
+    shutil.copy(built.binary, tmp_path / "bin" / "llama-server")  # a file never checked here
     path = f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"
     found = InstalledEngine(tmp_path / "bin" / "llama-server", built.version, "PATH")
     dirs = Settings().dirs

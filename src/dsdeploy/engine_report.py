@@ -18,9 +18,10 @@ from dsdeploy.store import Store
 def engine_table(
     dirs: Dirs, candidates: list[InstalledEngine], active: InstalledEngine | None
 ) -> Table:
-    table = Table(
-        "engine", "version", "origin", "instruction set", "runs here", "pp tok/s", "tg tok/s"
-    )
+    table = Table("engine", "version", "origin", "instruction set")
+    table.add_column("runs here", no_wrap=True)
+    table.add_column("pp tok/s")
+    table.add_column("tg tok/s")
     table.add_column("used by serve")
     table.add_column("binary", overflow="fold")  # a path is worth reading whole
     for found in candidates:
