@@ -22,7 +22,7 @@ from dsdeploy.engines.base import (
     allowlisted_environment,
 )
 from dsdeploy.engines.llamacpp import explain_llama_failure, translate_llama_error
-from dsdeploy.supervisor import Supervisor
+from dsdeploy.runtime.supervisor import Supervisor
 from tests.stub_server.state import Behaviour
 
 ROOT = Path(__file__).resolve().parents[1]

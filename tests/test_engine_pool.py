@@ -11,7 +11,7 @@ import pytest
 
 from dsdeploy.errors import EngineUnavailable, ModelNotFound
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
-from dsdeploy.supervisor import Supervisor
+from dsdeploy.runtime.supervisor import Supervisor
 from tests.stub_engine import StubEngine, stub_supervisor
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,8 @@ from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.context import RequestContext, Usage
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.sse import SseEvent, SseParser
+from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.settings import GatewaySettings
-from dsdeploy.supervisor import Supervisor
 
 SECRET_LOG = Path("/srv/secret-layout/logs/engine-smollm2.log")
 

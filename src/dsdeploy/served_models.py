@@ -22,9 +22,9 @@ from dsdeploy.planner.render import show_plan
 from dsdeploy.progress import byte_progress
 from dsdeploy.pull import pull
 from dsdeploy.runtime.pool import ModelSpec
+from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Manifest, Store
-from dsdeploy.supervisor import Supervisor
 
 
 def served_names(store: Store, requested: list[str]) -> list[str]:

@@ -18,8 +18,8 @@ from dsdeploy.eval.tasks import Item, TaskSet
 from dsdeploy.hardware import probe
 from dsdeploy.planner.launch_plan import LaunchPlan
 from dsdeploy.progress import ProgressHook
+from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.settings import Settings
-from dsdeploy.supervisor import Supervisor
 
 MAX_REPLY_TOKENS = 16
 CTX_PER_SLOT = 1024

@@ -16,7 +16,8 @@ from dsdeploy.engines.base import EngineCapabilities, EngineFailure
 
 
 class Upstream(Protocol):
-    model_name: str
+    """One running engine as a request sees it; the pool, not the gateway, starts and
+    stops it."""
 
     @property
     def capabilities(self) -> EngineCapabilities: ...
@@ -36,10 +37,6 @@ class Upstream(Protocol):
     def translate_error(self, status: int, payload: bytes) -> EngineFailure | None:
         """The engine's non-200 answer in API terms (its adapter knows its error shapes)."""
         ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class UpstreamPool(Protocol):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from dsdeploy.errors import EngineStartFailed, EngineUnavailable, ModelNotFound
-from dsdeploy.supervisor import Supervisor
+from dsdeploy.runtime.supervisor import Supervisor
 
 log = logging.getLogger("dsdeploy.runtime")
 

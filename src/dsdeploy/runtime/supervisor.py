@@ -35,7 +35,7 @@ from dsdeploy.engines.base import Engine, EngineCapabilities, EngineFailure
 from dsdeploy.engines.exit_status import explain_signal, signal_name
 from dsdeploy.errors import EngineStartFailed
 
-log = logging.getLogger("dsdeploy.supervisor")
+log = logging.getLogger("dsdeploy.runtime.supervisor")
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.2
