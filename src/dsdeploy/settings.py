@@ -159,6 +159,26 @@ class HubSettings(BaseSettings):
     )
 
 
+class SecuritySettings(BaseSettings):
+    """Who may use the gateway, how much, and what is recorded about it.
+
+    Each security feature adds its options here (keys, network, limits, audit, weights)."""
+
+    model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
+
+    db_url: str | None = Field(
+        None,
+        description="Database for API keys and the audit log: a SQLAlchemy URL such as "
+        "postgresql+psycopg://user@host/db, shared by several gateway replicas "
+        "(default: SQLite files in the data folder, mode 0600).",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for rate limits shared by several gateway replicas, e.g. "
+        "redis://host:6379/0 (default: limits kept in this process's memory).",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
 
@@ -194,6 +214,9 @@ class Settings(BaseSettings):
         default_factory=ServingSettings, description=ServingSettings.__doc__
     )
     hub: HubSettings = Field(default_factory=HubSettings, description=HubSettings.__doc__)
+    security: SecuritySettings = Field(
+        default_factory=SecuritySettings, description=SecuritySettings.__doc__
+    )
 
     @property
     def dirs(self) -> Dirs:
@@ -206,11 +229,15 @@ class Settings(BaseSettings):
         )
 
 
-GROUPS: dict[str, type[GatewaySettings | EngineSettings | ServingSettings | HubSettings]] = {
+GROUPS: dict[
+    str,
+    type[GatewaySettings | EngineSettings | ServingSettings | HubSettings | SecuritySettings],
+] = {
     "gateway": GatewaySettings,
     "engine": EngineSettings,
     "serving": ServingSettings,
     "hub": HubSettings,
+    "security": SecuritySettings,
 }
 
 

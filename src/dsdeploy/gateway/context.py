@@ -79,7 +79,15 @@ class RequestContext:
     model: str | None = None
     """The model the request names, once its body is checked."""
     key_id: str | None = None
-    """The API key it was admitted with, once keys exist."""
+    """The public id of the API key it was admitted with (never the key itself)."""
+    key: Any = None
+    """The admitted key's record (``dsdeploy.security.keys.ApiKey``): its models and limits."""
+    client_ip: str | None = None
+    """The client's address: the peer's, or the forwarded one when the peer is a trusted
+    proxy."""
+    decision: str = "allowed"
+    """Why it was answered as it was, for the audit: ``allowed`` or the refusal's reason
+    (``unauthenticated``, ``forbidden_ip``, ``rate_limited``, …)."""
     stream: bool = False
     status: int | None = None
     """The HTTP status sent; 499 when the client left before the answer."""
