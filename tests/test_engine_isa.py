@@ -15,8 +15,8 @@ import pytest
 
 from dsdeploy.cpu_isa import CpuAnswers, IsaDecision, decide, read_cpu_answers, read_xcomp_supported
 from dsdeploy.engines import llamacpp_install
-from dsdeploy.engines.llamacpp_patches import patches_digest
 from dsdeploy.engines.exit_status import explain_signal
+from dsdeploy.engines.llamacpp_patches import patches_digest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cpus"
 

@@ -26,9 +26,9 @@ class SourcePatch:
 
 WAIT_UNTIL_DEADLINE = SourcePatch(
     path="tools/server/server-queue.cpp",
-    old="""server_task_result_ptr server_response::recv_with_timeout(const std::unordered_set<int> & id_tasks, int timeout) {
+    old="""int timeout) {
     while (true) {""",
-    new="""server_task_result_ptr server_response::recv_with_timeout(const std::unordered_set<int> & id_tasks, int timeout) {
+    new="""int timeout) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
     while (true) {""",
     why="A plain (not streamed) request checks whether its client left only when this wait "
