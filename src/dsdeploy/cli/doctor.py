@@ -25,7 +25,7 @@ def findings_table(findings: list[Finding]) -> Table:
         table.add_column(column, overflow="fold")
     for f in findings:
         status = f"[{STYLE[f.status]}]{f.status}[/]"
-        table.add_row(status, f.check, f.found, f.fix or "", style=None)
+        table.add_row(status, f.check, f.found, f.fix or "")
     return table
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -40,7 +40,6 @@ class Ground:
     cpu: CpuAnswers
     library_path: tuple[Path, ...] = ()
     """LD_LIBRARY_PATH as the engine would inherit it."""
-    engine_found: tuple[Path, str] | None = field(default=None, init=False)
 
     @cached_property
     def store(self) -> Store:
@@ -49,6 +48,12 @@ class Ground:
     @cached_property
     def hardware(self) -> Hardware:
         return probe(self.settings.dirs.data)
+
+    @cached_property
+    def engine(self) -> tuple[Path, str] | None:
+        """The llama-server ``serve`` would use, and where it came from."""
+        engine = self.settings.engine
+        return candidate(self.settings.dirs, engine.llama_server, engine.engine_backend, self.cpu)
 
 
 def folders(ground: Ground) -> list[Finding]:
@@ -76,19 +81,13 @@ def swap() -> tuple[int, int]:
 
 
 def engine_checks(ground: Ground) -> list[Finding]:
-    found = candidate(
-        ground.settings.dirs,
-        ground.settings.engine.llama_server,
-        ground.settings.engine.engine_backend,
-        ground.cpu,
-    )
-    findings = engine.check_present(found)
-    if found is None or not found[0].exists():
+    findings = engine.check_present(ground.engine)
+    if ground.engine is None or not ground.engine[0].exists():
         return findings
-    ground.engine_found = found
-    runs, version = engine.run_version(found[0])
+    binary = ground.engine[0]
+    runs, version = engine.run_version(binary)
     findings.append(runs)
-    findings += engine.check_isa(engine.build_info(found[0]), ground.cpu)
+    findings += engine.check_isa(engine.build_info(binary), ground.cpu)
     if version is not None:
         findings += advisories.check_advisories(version, advisories.load_advisories())
     return findings
@@ -114,9 +113,7 @@ CHECKS: tuple[tuple[str, Callable[[Ground], list[Finding]]], ...] = (
     ("engine", engine_checks),
     (
         "libs",
-        lambda g: libraries.check_libraries(
-            g.engine_found[0] if g.engine_found else None, g.library_path
-        ),
+        lambda g: libraries.check_libraries(g.engine[0] if g.engine else None, g.library_path),
     ),
     ("gpu", gpu_checks),
     ("python-stack", lambda g: stack.check_torch_pins(stack.installed())),

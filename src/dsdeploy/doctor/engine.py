@@ -58,9 +58,10 @@ def run_version(binary: Path) -> tuple[Finding, str | None]:
             "engine-runs", "fail", f"{binary} --version did not finish in 30 s", REBUILD
         ), None
     if signal_name(done.returncode):
+        # No model is loaded by --version: a signal here is the build's fault, not memory's
+        # or a model file's, so the fix is always a build for this machine.
         why = explain_signal(done.returncode, loading=False)
-        fix = why.split("; run ", 1)[1].strip("`") if "; run " in why else REBUILD
-        return Finding("engine-runs", "fail", f"{binary} --version: {why}", fix), None
+        return Finding("engine-runs", "fail", f"{binary} --version: {why}", REBUILD), None
     version = version_line(done.stdout + done.stderr)
     if version is None:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
