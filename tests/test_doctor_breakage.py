@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 
 from dsdeploy.cpu_isa import decide
-from dsdeploy.doctor import advisories, disk, engine, libraries, permissions, ports, stack
+from dsdeploy.doctor import advisories, disk, engine, libraries, memory, permissions, ports, stack
 from dsdeploy.doctor.finding import Finding
 from dsdeploy.doctor.gpu import DriverInfo, check_torch_cuda
 from dsdeploy.hardware import Gpu
+from dsdeploy.planner.placement import Machine
+from dsdeploy.settings import EngineSettings
+from dsdeploy.store import Store
+from tests.conftest import run_cli
 from tests.test_engine_isa import SPR_METAL, SPR_VM, ZEN3
 
 
@@ -310,3 +314,51 @@ def test_torch_for_a_newer_cuda_than_the_driver_fails_unless_minor_compat_covers
     old_driver = DriverInfo((H100,), "470.82.01", "11.4")
     assert statuses(check_torch_cuda(old_driver, "12.1", "2.5.1")) == ["fail"]
     assert statuses(check_torch_cuda(DriverInfo((), "", "", "no NVML"), None, "2.5.1")) == ["ok"]
+
+
+# --- memory and disk against a stored model -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stored_model(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """The default model pulled once through the real CLI into a home of this module's own."""
+    home = tmp_path_factory.mktemp("doctor-home")
+    done = run_cli(home, "pull", "smollm2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return Store(home / "data" / "models")
+
+
+def test_ram_below_what_serve_would_plan_fails_and_more_free_memory_clears_it(
+    stored_model: Store,
+) -> None:
+    settings = EngineSettings()
+    [short, _total] = memory.check_memory(
+        stored_model, Machine(64 * 2**20, 2, 1e10), settings, 0, 0
+    )
+    assert short.check == "memory:smollm2" and short.status == "fail"
+    assert "does not fit" in short.found and "DSDEPLOY_CTX_SIZE" in str(short.fix)
+    # The fix: free memory (here, a machine with 2 GiB available).
+    [planned, total] = memory.check_memory(
+        stored_model, Machine(2 * 2**30, 2, 1e10), settings, 0, 0
+    )
+    assert planned.status == "ok" and "4 slots" in planned.found
+    assert total.status == "ok"
+
+
+def test_disk_space_is_compared_with_the_stored_models(stored_model: Store) -> None:
+    [space] = disk.check_space(stored_model, stored_model.root)
+    assert space.status == "ok" and "stored models take 0.09 GiB" in space.found
+
+
+def test_a_world_writable_stored_blob_fails_and_the_printed_chmod_clears_it(
+    stored_model: Store,
+) -> None:
+    [blob] = stored_model.blobs.iterdir()
+    blob.chmod(0o666)
+    try:
+        [finding] = permissions.check_weights(stored_model.root)
+        assert finding.status == "fail" and finding.fix == f"chmod 644 {blob}"
+        run_fix(finding)
+        assert statuses(permissions.check_weights(stored_model.root)) == ["ok"]
+    finally:
+        blob.chmod(0o444)
