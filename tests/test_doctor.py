@@ -4,6 +4,8 @@ and `--fix` applying only the safe fixes."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import stat
 from pathlib import Path
 
@@ -102,3 +104,15 @@ def test_exit_code_is_that_of_the_worst_finding() -> None:
 def test_doctor_does_not_touch_anything_without_fix(isolated_home: Path) -> None:
     run_cli(isolated_home, "doctor", "--json")
     assert not (isolated_home / "config").exists()
+
+
+def test_the_configured_gateway_port_is_the_one_checked(isolated_home: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = run_cli(isolated_home, "doctor", "--json", DSDEPLOY_PORT=str(port))
+    [finding] = [f for f in findings_of(done.stdout) if f["check"] == "port"]
+    assert finding["status"] == "fail"
+    assert f"port {port}" in str(finding["found"]) and f"pid {os.getpid()}" in str(finding["found"])
+    assert done.returncode == 2

@@ -362,3 +362,10 @@ def test_a_world_writable_stored_blob_fails_and_the_printed_chmod_clears_it(
         assert statuses(permissions.check_weights(stored_model.root)) == ["ok"]
     finally:
         blob.chmod(0o444)
+
+
+def test_a_build_records_the_extensions_it_may_execute() -> None:
+    assert decide(ZEN3).enabled == ("avx",)
+    assert decide(SPR_VM).enabled == ("avx", "avx512")
+    assert decide(SPR_METAL).enabled == ("avx", "avx512", "amx")
+    assert decide(SPR_METAL, conservative=True).enabled == ("avx",)
