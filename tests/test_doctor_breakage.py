@@ -277,6 +277,24 @@ def test_a_libstdcxx_without_the_needed_version_fails_like_the_loader_does(
     assert subprocess.run([app], env={"LD_LIBRARY_PATH": str(new)}, check=False).returncode == 0
 
 
+def test_a_library_the_loader_cannot_find_fails(tmp_path: Path) -> None:
+    (tmp_path / "extra.c").write_text("void extra(void) {}\n")
+    (tmp_path / "app.c").write_text("extern void extra(void);\nint main(void) { extra(); }\n")
+    gcc(
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libdoctorextra.so.1",
+        tmp_path / "extra.c",
+        "-o",
+        tmp_path / "libdoctorextra.so.1",
+    )
+    gcc(tmp_path / "app.c", f"-L{tmp_path}", "-l:libdoctorextra.so.1", "-o", tmp_path / "app")
+    [finding] = libraries.check_binary(tmp_path / "app", "engine", cache={})
+    assert finding.status == "fail"
+    assert "libdoctorextra.so.1, which the loader cannot find" in finding.found
+    assert statuses(libraries.check_binary(tmp_path / "app", "engine", (tmp_path,), {})) == ["ok"]
+
+
 def test_the_runtimes_of_this_machine_satisfy_this_python() -> None:
     """Python itself needs GLIBC versions, and the libc the loader picks defines them."""
     findings = libraries.check_binary(Path(sys.executable).resolve(), "python")

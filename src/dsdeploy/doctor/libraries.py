@@ -31,8 +31,24 @@ def missing_fix(library: str, what: str) -> str:
             "install a torch wheel built for this system"
         )
     if what == "engine":
-        return "the engine was built on a newer system: `dsdeploy engine install --rebuild`"
-    return "install a torch wheel built for this system's glibc (or upgrade the OS)"
+        return "the engine was built on another system: `dsdeploy engine install --rebuild`"
+    return "install a torch wheel built for this system (or upgrade the OS)"
+
+
+def library_problem(
+    binary: Path, library: str, needed: frozenset[str], found: Path | None
+) -> str | None:
+    """Why the loader would refuse ``library`` for ``binary``, or None."""
+    if found is None:
+        return f"{binary.name} needs {library}, which the loader cannot find"
+    missing = sorted(needed - defined_versions(found), key=version_key)
+    if missing:
+        them = "it" if len(missing) == 1 else "them"
+        return (
+            f"{binary.name} needs {', '.join(missing)} from {library}, and {found} "
+            f"does not define {them}"
+        )
+    return None
 
 
 def check_binary(
@@ -41,41 +57,29 @@ def check_binary(
     library_path: tuple[Path, ...] = (),
     cache: dict[str, list[Path]] | None = None,
 ) -> list[Finding]:
-    """Compare the binary's ``.gnu.version_r`` with each runtime's ``.gnu.version_d``."""
+    """Every DT_NEEDED library must resolve, and define every version node the binary's
+    ``.gnu.version_r`` asks of it in its ``.gnu.version_d``."""
     facts = read_facts(binary)
     cache = ldconfig_cache() if cache is None else cache
     check = f"libs:{what}"
     problems: list[Finding] = []
-    newest: list[str] = []
-    for library, needed in sorted(facts.version_needs.items()):
-        if library not in RUNTIMES and not library.startswith("libstdc++"):
-            continue
+    for library in facts.needed:
+        needed = facts.version_needs.get(library, frozenset())
         found = resolve(library, facts, library_path, cache)
-        if found is None:
-            problems.append(
-                Finding(
-                    check,
-                    "fail",
-                    f"{binary.name} needs {library}, which the loader cannot find",
-                    missing_fix(library, what),
-                )
-            )
-            continue
-        missing = sorted(needed - defined_versions(found), key=version_key)
-        if missing:
-            problems.append(
-                Finding(
-                    check,
-                    "fail",
-                    f"{binary.name} needs {', '.join(missing)} from {library}, and {found} "
-                    f"does not define {'it' if len(missing) == 1 else 'them'}",
-                    missing_fix(library, what),
-                )
-            )
-        elif needed:
-            newest.append(max(needed, key=version_key))
+        problem = library_problem(binary, library, needed, found)
+        if problem is not None:
+            problems.append(Finding(check, "fail", problem, missing_fix(library, what)))
+    newest = [
+        max(versions, key=version_key)
+        for library, versions in sorted(facts.version_needs.items())
+        if library in RUNTIMES and versions
+    ]
     return problems or [
-        ok(check, f"{binary.name} needs up to {', '.join(newest)}: all defined here")
+        ok(
+            check,
+            f"{binary.name}: all {len(facts.needed)} libraries found; needs up to "
+            f"{', '.join(newest) or 'no versioned symbols'}, all defined",
+        )
     ]
 
 
