@@ -79,6 +79,8 @@ def test_an_engine_killed_by_sigill_fails_with_the_rebuild_command(
     assert runs["status"] == "fail"
     assert "SIGILL" in str(runs["found"])
     assert runs["fix"] == "dsdeploy engine install --rebuild"
+    libs = next(f for f in findings_of(done.stdout) if f["check"] == "libs:engine")
+    assert libs["status"] == "ok" and "not an ELF file" in str(libs["found"])
     assert done.returncode == 2
 
 

@@ -7,6 +7,8 @@ import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
+
 from dsdeploy.doctor.elf_versions import (
     defined_versions,
     ldconfig_cache,
@@ -59,9 +61,12 @@ def check_binary(
 ) -> list[Finding]:
     """Every DT_NEEDED library must resolve, and define every version node the binary's
     ``.gnu.version_r`` asks of it in its ``.gnu.version_d``."""
-    facts = read_facts(binary)
-    cache = ldconfig_cache() if cache is None else cache
     check = f"libs:{what}"
+    try:
+        facts = read_facts(binary)
+    except ELFError:
+        return [ok(check, f"{binary} is not an ELF file (a wrapper script?): nothing to load")]
+    cache = ldconfig_cache() if cache is None else cache
     problems: list[Finding] = []
     for library in facts.needed:
         needed = facts.version_needs.get(library, frozenset())
