@@ -68,10 +68,18 @@ def read_version(binary: Path) -> str:
         )
     except OSError as exc:
         raise EngineNotInstalled(f"cannot run {binary}: {exc.strerror}") from None
-    for line in (done.stdout + done.stderr).splitlines():
+    version = version_line(done.stdout + done.stderr)
+    if version is None:
+        raise EngineNotInstalled(f"{binary} does not look like llama-server (no version line)")
+    return version
+
+
+def version_line(output: str) -> str | None:
+    """What follows ``version:`` in ``llama-server --version`` output, if any."""
+    for line in output.splitlines():
         if line.startswith("version:"):
             return line.removeprefix("version:").strip()
-    raise EngineNotInstalled(f"{binary} does not look like llama-server (no version line)")
+    return None
 
 
 def nvidia_gpu_present() -> bool:
@@ -268,7 +276,12 @@ def build_proven(
             "version": read_version(staged / "bin" / "llama-server"),
             "backend": backend,
             "source": SDIST_REQUIREMENT,
-            "isa": {"tag": isa.tag, "disabled": list(isa.disabled), "reasons": list(isa.reasons)},
+            "isa": {
+                "tag": isa.tag,
+                "enabled": list(isa.enabled),
+                "disabled": list(isa.disabled),
+                "reasons": list(isa.reasons),
+            },
             "isa_conservative": isa.conservative,
             "build_seconds": round(build_s, 1),
             "smoke_test": {"model": subject.name, "seconds": round(smoke_s, 2)},
