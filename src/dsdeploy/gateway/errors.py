@@ -167,12 +167,16 @@ def error_response(shape: ErrorShape, error: ApiError, request_id: str | None) -
     return JSONResponse(body, status_code=shape.status(error))
 
 
+def shape_for_path(path: str, shapes: Sequence[tuple[str, ErrorShape]]) -> ErrorShape:
+    """``shapes``: path prefixes whose errors take another API's shape than OpenAI's."""
+    return next((shape for prefix, shape in shapes if path.startswith(prefix)), OPENAI)
+
+
 def install_error_handlers(app: FastAPI, shapes: Sequence[tuple[str, ErrorShape]]) -> None:
     """``shapes``: path prefixes whose errors take another API's shape than OpenAI's."""
 
     def shape_for(request: Request) -> ErrorShape:
-        path = request.url.path
-        return next((shape for prefix, shape in shapes if path.startswith(prefix)), OPENAI)
+        return shape_for_path(request.url.path, shapes)
 
     def request_id(request: Request) -> str | None:
         ctx = getattr(request.state, "ctx", None)
