@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from dsdeploy.bench.launch import free_port
@@ -134,3 +136,36 @@ def test_any_other_address_without_keys_is_refused(host: str) -> None:
     )
     required = SecuritySettings(require_keys=True)
     assert "every request is refused" in auth_notice(host, False, required)
+
+
+@pytest.mark.engine
+def test_a_served_gateway_takes_keys_from_the_official_clients_and_ps(
+    model_home: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    """Keys in a database of the test's own (``DSDEPLOY_DB_URL``): the shared model home
+    stays without keys for the other tests."""
+    db_url = sqlite_url(tmp_path / "keys.db")
+    store = KeyStore(open_database(db_url))
+    _, presented = store.create("sdk")
+    store.close()
+    server = start_server(model_home, tmp_path / "serve.log", DSDEPLOY_DB_URL=db_url)
+    try:
+        assert httpx.get(server.api + "/models").status_code == 401
+        with openai.OpenAI(base_url=server.api, api_key=presented, max_retries=0) as client:
+            assert [model.id for model in client.models.list()] == ["smollm2"]
+        with anthropic.Anthropic(
+            base_url=server.base_url, api_key=presented, max_retries=0
+        ) as client:
+            message = client.messages.create(
+                model="smollm2", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+            )
+            assert message.content
+        wrong = openai.OpenAI(base_url=server.api, api_key="dsk-wrong", max_retries=0)
+        with wrong, pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        refused = run_cli(isolated_home, "ps", "--url", server.base_url)
+        assert refused.returncode == 1 and "wants an API key" in refused.stderr
+        shown = run_cli(isolated_home, "ps", "--url", server.base_url, DSDEPLOY_API_KEY=presented)
+        assert shown.returncode == 0 and "smollm2" in shown.stdout
+    finally:
+        assert server.stop() == 0

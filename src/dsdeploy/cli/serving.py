@@ -58,12 +58,16 @@ def ps(
         str | None,
         typer.Option(help="The server's address (default: from --host/--port settings)."),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="DSDEPLOY_API_KEY", help="API key, when the server requires keys."),
+    ] = None,
 ) -> None:
     """Show a running server's models: state, memory planned and used, slots, requests in
     flight, idle time and restarts."""
     gateway = load_settings().gateway
     try:
-        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}")
+        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}", api_key)
     except DsdeployError as exc:
         raise fail(exc) from None
     report_console().print(status_table(models))

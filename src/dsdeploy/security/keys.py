@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
 )
@@ -122,6 +123,8 @@ KEYS = Table(
     Column("revoked_at", Float),
 )
 RECORD_COLUMNS = [column for column in KEYS.columns if column.name != "digest"]
+BY_ID = select(KEYS).where(KEYS.c.id == bindparam("key_id"))
+"""Built once: building a statement costs more than SQLite takes to run it."""
 
 
 def record(row: Any) -> ApiKey:
@@ -223,7 +226,7 @@ class KeyStore:
             return None
         key_id, secret = parsed
         with self.engine.connect() as connection:
-            row = connection.execute(select(KEYS).where(KEYS.c.id == key_id)).first()
+            row = connection.execute(BY_ID, {"key_id": key_id}).first()
         if row is None or not hmac.compare_digest(row.digest, digest(secret)):
             return None
         key = record(row)
