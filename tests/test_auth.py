@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -293,4 +294,22 @@ def test_the_first_key_created_closes_an_open_gateway(tmp_path: Path) -> None:
         time.sleep(0.3)
         assert client.get("/v1/models").status_code == 401
         assert client.get("/v1/models", headers=bearer(presented)).status_code == 200
+    store.close()
+
+
+def test_a_broken_key_database_refuses_with_503_not_an_open_door(tmp_path: Path) -> None:
+    store = KeyStore(open_database(sqlite_url(tmp_path / "security.db")))
+    _, presented = store.create("alice")
+    pool = EnginePool(
+        [stub_spec(tmp_path, "a")], budget_bytes=2**30, keep_alive_s=None, load_wait_s=30
+    )
+    app = create_app(pool, GatewaySettings(), auth=AuthConfig(keys=KeyCache(store, ttl_s=0)))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with store.engine.begin() as connection:
+            connection.execute(sqlalchemy.text("DROP TABLE api_keys"))
+        for headers in ({}, bearer(presented)):
+            refused = client.get("/v1/models", headers=headers)
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "auth_unavailable"
+            assert "security.db" not in refused.text
     store.close()

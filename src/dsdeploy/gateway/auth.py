@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dsdeploy.errors import KeyStoreUnavailable
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.errors import ApiError, ErrorShape, clip, error_response, shape_for_path
 from dsdeploy.gateway.hooks import Hook
@@ -102,14 +103,26 @@ class AuthMiddleware:
                     ),
                 )
                 return
-        elif await self.enforced():
-            key = await self.verify(presented) if presented else None
-            if key is None:
+        else:
+            try:
+                admitted = await self.admit(presented, ctx)
+            except KeyStoreUnavailable as exc:  # closed: no check, no entry
+                error = ApiError(503, str(exc), code="auth_unavailable")
+                await self.refuse(scope, receive, send, ctx, error)
+                return
+            if not admitted:
                 await self.refuse(scope, receive, send, ctx, refusal(presented))
                 return
-            if ctx is not None:
-                ctx.key, ctx.key_id = key, key.id
         await self.app(scope, receive, send)
+
+    async def admit(self, presented: str | None, ctx: RequestContext | None) -> bool:
+        """Whether the request may pass: keys are off, or it has a valid one (noted)."""
+        if not await self.enforced():
+            return True
+        key = await self.verify(presented) if presented else None
+        if key is not None and ctx is not None:
+            ctx.key, ctx.key_id = key, key.id
+        return key is not None
 
     async def enforced(self) -> bool:
         if self.keys is None:
@@ -141,7 +154,8 @@ class AuthMiddleware:
             return
         shape = shape_for_path(scope["path"], self.shapes)
         response = error_response(shape, error, None if ctx is None else ctx.id)
-        response.headers["www-authenticate"] = "Bearer"
+        if error.status == 401:
+            response.headers["www-authenticate"] = "Bearer"
         await response(scope, receive, send)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -40,8 +41,9 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
-from dsdeploy.errors import ConfigError, UnknownKey
+from dsdeploy.errors import ConfigError, KeyStoreUnavailable, UnknownKey
 from dsdeploy.security.db import open_database, sqlite_url
 from dsdeploy.settings import SecuritySettings
 
@@ -106,6 +108,9 @@ def public_id(presented: str) -> str | None:
     found = re.match(r"dsk-([0-9a-f]{1,10})", presented)
     return found[0] if found else None
 
+
+UNAVAILABLE = "API keys cannot be checked now (the key database is not answering); retry shortly"
+log = logging.getLogger("dsdeploy.security")
 
 METADATA = MetaData()
 KEYS = Table(
@@ -225,8 +230,12 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        with self.engine.connect() as connection:
-            row = connection.execute(BY_ID, {"key_id": key_id}).first()
+        try:
+            with self.engine.connect() as connection:
+                row = connection.execute(BY_ID, {"key_id": key_id}).first()
+        except SQLAlchemyError:
+            log.exception("the key database failed to look up key %s", key_id)
+            raise KeyStoreUnavailable(UNAVAILABLE) from None
         if row is None or not hmac.compare_digest(row.digest, digest(secret)):
             return None
         key = record(row)
@@ -240,5 +249,9 @@ class KeyStore:
             .where(KEYS.c.revoked_at.is_(None))
             .where(KEYS.c.expires_at.is_(None) | (KEYS.c.expires_at > now))
         )
-        with self.engine.connect() as connection:
-            return bool(connection.execute(query).scalar())
+        try:
+            with self.engine.connect() as connection:
+                return bool(connection.execute(query).scalar())
+        except SQLAlchemyError:
+            log.exception("the key database failed to count active keys")
+            raise KeyStoreUnavailable(UNAVAILABLE) from None
