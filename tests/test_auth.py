@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.auth import PUBLIC_PATHS, AuthConfig
@@ -313,3 +314,9 @@ def test_a_broken_key_database_refuses_with_503_not_an_open_door(tmp_path: Path)
             assert refused.json()["error"]["code"] == "auth_unavailable"
             assert "security.db" not in refused.text
     store.close()
+
+
+def test_a_websocket_without_a_key_is_closed_before_any_route_sees_it(gateway: Gateway) -> None:
+    with pytest.raises(WebSocketDisconnect) as closed, gateway.client.websocket_connect("/v1/ws"):
+        pass
+    assert closed.value.code == 1008
