@@ -52,7 +52,9 @@ ID_HEX_DIGITS = 10
 SECRET_BYTES = 32
 MAX_KEY_CHARS = 200
 """Longer presented keys are refused before any hashing or lookup."""
-KEY_FORMAT = re.compile(r"dsk-([0-9a-f]{10})\.([A-Za-z0-9_-]{43})")
+SECRET_CHARS = 43
+"""32 bytes in unpadded URL-safe base64."""
+KEY_FORMAT = re.compile(rf"dsk-([0-9a-f]{{{ID_HEX_DIGITS}}})\.([A-Za-z0-9_-]{{{SECRET_CHARS}}})")
 
 
 @dataclass(frozen=True)
