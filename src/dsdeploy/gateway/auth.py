@@ -86,34 +86,28 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         ctx: RequestContext | None = scope.get("state", {}).get("ctx")
-        headers = Headers(scope=scope)
-        presented = presented_key(headers)
-        if is_metrics(scope["path"]) and self.metrics_token is not None:
-            given = (presented or "").encode("latin-1")
-            if not hmac.compare_digest(given, self.metrics_token):
-                await self.refuse(
-                    scope,
-                    receive,
-                    send,
-                    ctx,
-                    ApiError(
-                        401,
-                        f"/metrics needs the metrics token: {HOW_TO_SEND}",
-                        code="invalid_token",
-                    ),
-                )
-                return
+        error = await self.check(scope["path"], presented_key(Headers(scope=scope)), ctx)
+        if error is None:
+            await self.app(scope, receive, send)
         else:
-            try:
-                admitted = await self.admit(presented, ctx)
-            except KeyStoreUnavailable as exc:  # closed: no check, no entry
-                error = ApiError(503, str(exc), code="auth_unavailable")
-                await self.refuse(scope, receive, send, ctx, error)
-                return
-            if not admitted:
-                await self.refuse(scope, receive, send, ctx, refusal(presented))
-                return
-        await self.app(scope, receive, send)
+            await self.refuse(scope, receive, send, ctx, error)
+
+    async def check(
+        self, path: str, presented: str | None, ctx: RequestContext | None
+    ) -> ApiError | None:
+        """None when the request may pass, else why it may not."""
+        if is_metrics(path) and self.metrics_token is not None:
+            given = (presented or "").encode("latin-1")  # headers are read as latin-1
+            if hmac.compare_digest(given, self.metrics_token):
+                return None
+            return ApiError(
+                401, f"/metrics needs the metrics token: {HOW_TO_SEND}", code="invalid_token"
+            )
+        try:
+            admitted = await self.admit(presented, ctx)
+        except KeyStoreUnavailable as exc:  # closed: no check, no entry
+            return ApiError(503, str(exc), code="auth_unavailable")
+        return None if admitted else refusal(presented)
 
     async def admit(self, presented: str | None, ctx: RequestContext | None) -> bool:
         """Whether the request may pass: keys are off, or it has a valid one (noted)."""
