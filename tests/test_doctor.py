@@ -118,3 +118,23 @@ def test_the_configured_gateway_port_is_the_one_checked(isolated_home: Path) -> 
     assert finding["status"] == "fail"
     assert f"port {port}" in str(finding["found"]) and f"pid {os.getpid()}" in str(finding["found"])
     assert done.returncode == 2
+
+
+def exposure_of(home: Path, **env: str) -> dict[str, object]:
+    done = run_cli(home, "doctor", "--json", **env)
+    [finding] = [f for f in findings_of(done.stdout) if f["check"] == "exposure"]
+    return finding
+
+
+def test_a_public_address_without_keys_fails_until_the_printed_fix_creates_one(
+    isolated_home: Path,
+) -> None:
+    assert exposure_of(isolated_home)["status"] == "ok"  # loopback: open by design
+    public = {"DSDEPLOY_HOST": "0.0.0.0"}
+    finding = exposure_of(isolated_home, **public)
+    assert finding["status"] == "fail"
+    assert finding["fix"] == "run `dsdeploy keys create --name NAME`"
+    assert run_cli(isolated_home, "keys", "create", "--name", "ops").returncode == 0
+    assert exposure_of(isolated_home, **public)["status"] == "ok"
+    insecure = exposure_of(isolated_home / "other", DSDEPLOY_INSECURE_NO_AUTH="1", **public)
+    assert insecure["status"] == "fail" and "WITHOUT AUTHENTICATION" in str(insecure["found"])

@@ -15,6 +15,7 @@ from dsdeploy.doctor import (
     advisories,
     disk,
     engine,
+    exposure,
     gpu,
     libraries,
     memory,
@@ -28,6 +29,7 @@ from dsdeploy.engines.llamacpp_locate import candidate
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import machine_for
 from dsdeploy.planner.placement import Machine
+from dsdeploy.security.keys import DEFAULT_DB_NAME, KeyStore
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
 
@@ -103,6 +105,19 @@ def gpu_checks(ground: Ground) -> list[Finding]:
     return findings
 
 
+def exposure_check(ground: Ground) -> list[Finding]:
+    """Opens the key store only where one exists: doctor creates no database."""
+    security, data = ground.settings.security, ground.settings.dirs.data
+    has_keys = False
+    if security.db_url is not None or (data / DEFAULT_DB_NAME).exists():
+        keys = KeyStore.open(security, data)
+        try:
+            has_keys = keys.has_active_keys()
+        finally:
+            keys.close()
+    return exposure.check_exposure(ground.settings.gateway.host, has_keys, security)
+
+
 CHECKS: tuple[tuple[str, Callable[[Ground], list[Finding]]], ...] = (
     ("os", lambda g: system.check_os(*system.this_system(), g.cpu)),
     ("python", lambda g: system.check_python(*system.this_python())),
@@ -123,6 +138,7 @@ CHECKS: tuple[tuple[str, Callable[[Ground], list[Finding]]], ...] = (
         lambda g: permissions.check_secrets(g.settings.dirs.data, g.settings.dirs.config),
     ),
     ("weights-permissions", lambda g: permissions.check_weights(g.settings.dirs.models)),
+    ("exposure", exposure_check),
 )
 
 

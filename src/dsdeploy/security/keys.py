@@ -140,9 +140,13 @@ def record(row: Any) -> ApiKey:
     return ApiKey(**{**fields, "models": tuple(json.loads(fields["models"]))})
 
 
+DEFAULT_DB_NAME = "security.db"
+"""The SQLite file in the data folder that holds keys when no database URL is set."""
+
+
 def database_url(security: SecuritySettings, data: Path) -> str:
     """The configured database, or a private SQLite file in the data folder."""
-    return security.db_url or sqlite_url(data / "security.db")
+    return security.db_url or sqlite_url(data / DEFAULT_DB_NAME)
 
 
 class KeyStore:
