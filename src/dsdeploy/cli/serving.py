@@ -27,6 +27,7 @@ def serve(
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
+    weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -42,6 +43,7 @@ def serve(
         memory_budget=memory_budget,
         preload=preload,
         pin=pin,
+        weights_key_file=weights_key_file,
     )
     try:
         run_server(settings, models or [], console)
