@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import os
 import random
 import shutil
@@ -17,6 +18,10 @@ from pathlib import Path
 import pytest
 
 from dsdeploy.bench.launch import wait_healthy
+from dsdeploy.engines.llamacpp import LlamaCppEngine
+from dsdeploy.planner.launch_plan import LaunchPlan
+from dsdeploy.security.weights_crypto import Kek, encrypt_stream
+from dsdeploy.security.weights_memory import SealedWeights
 from dsdeploy.store import Store
 from tests.conftest import engine_of, run_cli, start_server
 
@@ -147,3 +152,34 @@ def test_a_server_of_encrypted_weights_cannot_be_dumped() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "0"
     assert ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 1  # this process is untouched
+
+
+def test_the_engine_is_given_the_memfd_by_descriptor_and_never_a_file_path(
+    tmp_path: Path,
+) -> None:
+    kek = Kek(os.urandom(32), "test")
+    plain = os.urandom(3 * 2**20)
+    sealed = tmp_path / "sealed"
+    with sealed.open("wb") as sink:
+        encrypt_stream(io.BytesIO(plain), sink, kek, len(plain))
+    weights = SealedWeights(sealed, kek, "m.gguf", hashlib.sha256(plain).hexdigest())
+    weights.load()
+    try:
+        engine = LlamaCppEngine(
+            Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(1, 512, 1), weights=weights
+        )
+        spec = engine.launch(tmp_path / "e.sock", {})
+        assert spec.pass_fds == (weights.fd,)
+        assert spec.argv[spec.argv.index("--model") + 1] == f"/proc/self/fd/{weights.fd}"
+        child = subprocess.run(
+            ["sha256sum", f"/proc/self/fd/{weights.fd}"],
+            pass_fds=spec.pass_fds,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert child.stdout.split()[0] == hashlib.sha256(plain).hexdigest()
+    finally:
+        weights.release()
+    with pytest.raises(RuntimeError):  # released: nothing left to hand to an engine
+        _ = weights.fd

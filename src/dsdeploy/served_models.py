@@ -20,6 +20,7 @@ from dsdeploy.engines.llamacpp_install import InstalledEngine
 from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.eval.quant_results import load_quant_eval
+from dsdeploy.gguf_parts import split_part
 from dsdeploy.hardware import Hardware
 from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
@@ -127,8 +128,7 @@ def memory_weights(
     stored = manifest.weights
     if stored.encrypted is None:
         return None
-    parts = [f for f in manifest.files if f.path.endswith(f".{manifest.format}")]
-    if manifest.format != "gguf" or len(parts) > 1:
+    if manifest.format != "gguf" or split_part(stored.path) is not None:
         raise ConfigError(
             f"{manifest.name}: only a single-file GGUF can be served encrypted (llama.cpp "
             f"finds split parts by file name); run `dsdeploy decrypt {manifest.name}`"

@@ -2,7 +2,8 @@
 
 Layout under ``Dirs.models``::
 
-    blobs/sha256-<hex>        immutable file contents, shared between models
+    blobs/sha256-<hex>        immutable file contents, shared between models (of a weights
+                              file encrypted at rest, its ciphertext: ``StoredFile.encrypted``)
     manifests/<name>.json     what a name means: source, format, files and their hashes
     dirs/<name>-<hash>/<path> the model as published: one relative link per manifest file
                               (sub-folders kept) to its blob, as Hugging Face's cache has
