@@ -34,7 +34,7 @@ def decrypt_to_memfd(blob: Path, kek: Kek, what: str, plain_sha256: str) -> int:
     """A sealed memfd holding the plaintext of ``blob``, checked against ``plain_sha256``
     (the manifest's record) as well as by every chunk's tag. Close-on-exec: only an engine
     started with it in ``pass_fds`` inherits it."""
-    fd = os.memfd_create(f"dsdeploy-{what}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    fd = os.memfd_create(f"dsdeploy-{what}"[:200], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         digest = hashlib.sha256()
         with blob.open("rb") as source, open(fd, "wb", closefd=False) as out:
