@@ -60,3 +60,13 @@ def test_auth_overhead_quick_mode_measures_cached_and_uncached_checks(
     result = run_quick("auth_overhead.py", isolated_home)
     assert result["backend"] == "sqlite"
     assert set(result) >= {"cache_hit_us", "store_verify_us", "middleware_uncached_us"}
+
+
+@pytest.mark.engine
+def test_crypto_quick_mode_measures_throughput_and_serve_start_plain_and_encrypted(
+    model_home: Path,
+) -> None:
+    result = run_quick("crypto.py", model_home)
+    assert result["size_mib"] == 256
+    assert all(v > 0 for v in result["encrypt_mib_per_s"])  # type: ignore[attr-defined]
+    assert set(result["median_serve_start_s"]) == {"plain", "encrypted"}  # type: ignore[arg-type]

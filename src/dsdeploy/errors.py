@@ -15,6 +15,9 @@
     │   ├── EngineUnavailable     a model's engine cannot take a request now (client-safe text)
     │   └── EngineStartFailed     the engine did not become ready
     │       └── EngineSmokeFailed an engine binary could not load and answer on this machine
+    ├── WeightsCryptoError        encrypted weights cannot be read or written
+    │   ├── WeightsKeyError       no usable key: missing, readable by others, or not the one
+    │   └── WeightsTampered       encrypted bytes failed authentication (changed, cut, reordered)
     ├── BenchError                a benchmark target is unreachable or answered badly
     ├── ServerUnreachable         a running dsdeploy server did not answer (`dsdeploy ps`)
     ├── UnknownKey                no API key has this id (`dsdeploy keys revoke/rotate`)
@@ -106,6 +109,18 @@ class EngineSmokeFailed(EngineStartFailed):
         self.returncode = returncode
         """Negative for a killing signal, as ``subprocess`` reports it; None if it never ran."""
         super().__init__(message, log_tail)
+
+
+class WeightsCryptoError(DsdeployError):
+    pass
+
+
+class WeightsKeyError(WeightsCryptoError):
+    pass
+
+
+class WeightsTampered(WeightsCryptoError):
+    pass
 
 
 class BenchError(DsdeployError):

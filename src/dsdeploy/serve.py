@@ -26,6 +26,7 @@ from dsdeploy.runtime.pool import EnginePool
 from dsdeploy.security.exposure import auth_notice
 from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import KeyStore
+from dsdeploy.security.weights_memory import forbid_dumps
 from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -57,6 +58,10 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
     if unknown:
         raise ConfigError(f"--preload/--pin name models that are not served: {', '.join(unknown)}")
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
+    if any(m.weights.encrypted is not None for m in manifests):
+        # Before the key is read: from now on no core file, and no process of this user
+        # (a compromised tool, a debugger) can read the key from this one's memory.
+        forbid_dumps()
     installed = ensure_engine(settings, console)
     hardware = probe(settings.dirs.data)
     single = len(manifests) == 1  # nothing competes for memory: load it now and keep it

@@ -199,6 +199,23 @@ class SecuritySettings(BaseSettings):
         description="Bearer token for /metrics alone (API keys do not open it); without it, "
         "/metrics needs an API key like any other path.",
     )
+    weights_key_file: Path | None = Field(
+        None,
+        description="File holding the key that encrypts model weights at rest: 64 hex "
+        "digits, mode 0600 (default: weights.key in the config folder, made by `dsdeploy "
+        "keygen-weights`).",
+    )
+    credentials_directory: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("CREDENTIALS_DIRECTORY"),
+        description="Set by systemd for a unit with LoadCredential=; a credential named "
+        "dsdeploy-weights-key there is the weights key (used when no key file exists).",
+    )
+    weights_key: SecretStr | None = Field(
+        None,
+        description="The weights key itself, 64 hex digits: a last resort, since a process's "
+        "environment is readable by its owner and root; prefer a key file or a credential.",
+    )
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from dsdeploy import __version__
-from dsdeploy.cli import bench, doctor, engine, evaluate, keys, models, planning, serving
+from dsdeploy.cli import (
+    bench,
+    doctor,
+    engine,
+    evaluate,
+    keys,
+    models,
+    planning,
+    serving,
+    weights,
+)
 
 
 def version_callback(value: bool) -> None:
@@ -35,6 +45,9 @@ def build_app() -> typer.Typer:
     app.command("plan")(planning.plan)
     app.command("bench")(bench.bench)
     app.command("doctor")(doctor.doctor)
+    app.command("keygen-weights")(weights.keygen_weights)
+    app.command("encrypt")(weights.encrypt)
+    app.command("decrypt")(weights.decrypt)
 
     models_app = typer.Typer(no_args_is_help=True, help="Models in the local store.")
     models_app.command("list")(models.models_list)

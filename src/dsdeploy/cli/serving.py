@@ -29,6 +29,7 @@ def serve(
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
     require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
     insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
+    weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -46,6 +47,7 @@ def serve(
         pin=pin,
         require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
         insecure_no_auth=insecure_no_auth or None,
+        weights_key_file=weights_key_file,
     )
     try:
         run_server(settings, models or [], console)
