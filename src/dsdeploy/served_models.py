@@ -15,6 +15,7 @@ from dsdeploy.engines.llamacpp_install import InstalledEngine
 from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.eval.quant_results import load_quant_eval
 from dsdeploy.hardware import Hardware
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
 from dsdeploy.planner.measured import add_measured_quality
@@ -33,11 +34,14 @@ def served_names(store: Store, requested: list[str]) -> list[str]:
 
 
 def stored_or_pulled(settings: Settings, store: Store, name: str, console: Console) -> Manifest:
+    """The model's manifest, once its files pass the structure checks: before the engine is
+    even looked for, so a malformed file stops ``serve`` before any process starts."""
     manifest = store.manifest(name)
     if manifest is None:
         manifest = pull(
             catalog.get(name), store, settings.hub, partial(byte_progress, console=console)
         )
+    ModelChecks(settings.dirs.model_checks).require(store.materialize(manifest).entry)
     return manifest
 
 
@@ -80,6 +84,7 @@ def model_spec(
         ModelLaunch(
             installed.binary, weights, manifest.name, launch, manifest.info.embedding_model
         ),
+        ModelChecks(settings.dirs.model_checks),
     )
     make: Callable[[], Supervisor] = partial(
         Supervisor,

@@ -16,6 +16,7 @@ from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.errors import EngineNotInstalled, EvalError
 from dsdeploy.eval.tasks import Item, TaskSet
 from dsdeploy.hardware import probe
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.planner.launch_plan import LaunchPlan
 from dsdeploy.progress import ProgressHook
 from dsdeploy.runtime.supervisor import Supervisor
@@ -100,7 +101,11 @@ async def score_gguf(
         ctx_per_slot=CTX_PER_SLOT,
         parallel=concurrency,
     )
-    engine = build_engine("llama.cpp", ModelLaunch(installed.binary, path, name, launch))
+    engine = build_engine(
+        "llama.cpp",
+        ModelLaunch(installed.binary, path, name, launch),
+        ModelChecks(settings.dirs.model_checks),
+    )
     supervisor = Supervisor(
         engine,
         name,
