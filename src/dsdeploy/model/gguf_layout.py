@@ -202,7 +202,8 @@ def read_tensor_info(cursor: Cursor, align: int) -> TensorInfo:
 
 def place_tensors(layout: GgufLayout, size: int) -> None:
     """Each tensor inside the file, none overlapping another, laid out as llama.cpp expects
-    (in order, each at the previous one's end rounded up to the alignment)."""
+    (in order, each at the previous one's end rounded up to the alignment), and nothing
+    after the last one (a header that lost tensors still describes a consistent prefix)."""
     if layout.tensors and layout.data_offset > size:
         raise Malformed(size, f"the data section starts at {layout.data_offset}, past the end")
     previous_end = expected = 0
@@ -228,3 +229,9 @@ def place_tensors(layout: GgufLayout, size: int) -> None:
             )
         previous_end = tensor.offset + tensor.nbytes
         expected = -(-(tensor.offset + tensor.nbytes) // layout.alignment) * layout.alignment
+    if layout.tensors and size > layout.data_offset + expected:
+        raise Malformed(
+            layout.data_offset + expected,
+            f"{size - layout.data_offset - expected} bytes follow the last tensor: the header "
+            "does not describe the whole file",
+        )
