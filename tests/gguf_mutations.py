@@ -134,7 +134,9 @@ def header_mutations() -> list[Mutation]:
             for v in (0, 1, 4, 0x03000000, 0xFFFFFFFF)
         ),
         *(
-            same(f"tensor-count-{n}", lambda a, n=n: with_counts(a.header, n_tensors=n), "cannot fit")
+            same(
+                f"tensor-count-{n}", lambda a, n=n: with_counts(a.header, n_tensors=n), "cannot fit"
+            )
             for n in (-1, 1 << 40, (1 << 63) - 1)
         ),
         *(
@@ -317,7 +319,11 @@ def tensor_mutations(a: Anatomy, rng: random.Random) -> list[Mutation]:
             Mutation(f"{tag}-type-removed-q4_0_4_4", at(4, U32.pack(31)), "unknown ggml type"),
             Mutation(f"{tag}-type-past-count", at(4, U32.pack(43)), "unknown ggml type"),
             Mutation(f"{tag}-type-huge", at(4, U32.pack(0x80000000)), "unknown ggml type"),
-            Mutation(f"{tag}-offset-misaligned", lambda a, i=index, t=t: offset(a, t, i, 1), "not aligned"),
+            Mutation(
+                f"{tag}-offset-misaligned",
+                shifted(t, index, 1),
+                "not aligned",
+            ),
             Mutation(
                 f"{tag}-offset-past-end",
                 lambda a, t=t: put(a.header, t.part(5), U64.pack(1 << 40)),
@@ -333,14 +339,14 @@ def tensor_mutations(a: Anatomy, rng: random.Random) -> list[Mutation]:
             found += [
                 Mutation(
                     f"{tag}-overlaps-previous",
-                    lambda a, i=index, t=t: put(a.header, t.part(5), U64.pack(a.tensor_offsets[i - 1])),
+                    lambda a, i=index, t=t: put(
+                        a.header, t.part(5), U64.pack(a.tensor_offsets[i - 1])
+                    ),
                     "overlaps",
                 ),
-                Mutation(f"{tag}-gap-before", lambda a, i=index, t=t: offset(a, t, i, ALIGNMENT), ""),
+                Mutation(f"{tag}-gap-before", shifted(t, index, ALIGNMENT), ""),
             ]
-        twin = next(
-            (o for o in a.tensors if o is not t and len(o.name) == len(t.name)), None
-        )
+        twin = next((o for o in a.tensors if o is not t and len(o.name) == len(t.name)), None)
         if twin is not None:
             found.append(
                 Mutation(
@@ -352,8 +358,13 @@ def tensor_mutations(a: Anatomy, rng: random.Random) -> list[Mutation]:
     return found
 
 
-def offset(a: Anatomy, t: Field, index: int, shift: int) -> bytes:
-    return put(a.header, t.part(5), U64.pack(a.tensor_offsets[index] + shift))
+def shifted(t: Field, index: int, shift: int) -> Callable[[Anatomy], bytes]:
+    """Tensor ``index`` moved by ``shift`` bytes."""
+
+    def edit(a: Anatomy) -> bytes:
+        return put(a.header, t.part(5), U64.pack(a.tensor_offsets[index] + shift))
+
+    return edit
 
 
 def truncations(a: Anatomy, rng: random.Random) -> list[Mutation]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from gguf import GGUFWriter
 
 from dsdeploy.errors import ModelFileRejected
 from dsdeploy.model import file_checks
 from dsdeploy.model.file_checks import ModelChecks, check_entry
 from dsdeploy.model.gguf_check import check_gguf_files, check_gguf_model
 from tests.gguf_mutations import Anatomy, all_mutations, dissect, write_copy
-from tests.hub_models import split_gguf
+from tests.hub_models import split_gguf, tiny_gguf
 
 
 @pytest.fixture(scope="session")
@@ -69,32 +67,8 @@ def test_every_mutated_copy_is_refused_with_a_one_line_reason(
     assert unclear == []
 
 
-def tiny_model(
-    path: Path,
-    *,
-    vocab: int = 8,
-    embedding_rows: int | None = None,
-    scores: int | None = None,
-    token_types: list[int] | None = None,
-) -> Path:
-    """A small real GGUF written by gguf-py: a vocabulary and an embedding."""
-    writer = GGUFWriter(path, "llama")
-    writer.add_token_list([f"t{i}" for i in range(vocab)])
-    writer.add_token_scores([0.0] * (vocab if scores is None else scores))
-    writer.add_token_types(token_types if token_types is not None else [1] * vocab)
-    writer.add_bos_token_id(1)
-    rows = vocab if embedding_rows is None else embedding_rows
-    writer.add_tensor("token_embd.weight", np.zeros((rows, 16), dtype=np.float32))
-    writer.add_tensor("output_norm.weight", np.ones(16, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def test_a_small_consistent_model_passes(tmp_path: Path) -> None:
-    check_gguf_model(tiny_model(tmp_path / "tiny.gguf"))
+    check_gguf_model(tiny_gguf(tmp_path / "tiny.gguf"))
 
 
 @pytest.mark.parametrize(
@@ -108,7 +82,7 @@ def test_a_small_consistent_model_passes(tmp_path: Path) -> None:
 def test_a_vocabulary_that_disagrees_with_itself_or_the_embedding_is_refused(
     tmp_path: Path, shape: dict[str, object], expected: str
 ) -> None:
-    path = tiny_model(tmp_path / "tiny.gguf", **shape)  # type: ignore[arg-type]
+    path = tiny_gguf(tmp_path / "tiny.gguf", **shape)  # type: ignore[arg-type]
     with pytest.raises(ModelFileRejected, match=expected):
         check_gguf_model(path)
 

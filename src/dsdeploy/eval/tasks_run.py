@@ -123,6 +123,16 @@ async def score_gguf(
         await supervisor.stop()
 
 
+def check_files(settings: Settings, ggufs: list[Path]) -> None:
+    """Every file present and well formed, before any question is asked."""
+    missing = [str(path) for path in ggufs if not path.is_file()]
+    if missing:
+        raise EvalError(f"no such GGUF file: {', '.join(missing)}")
+    checks = ModelChecks(settings.dirs.model_checks)
+    for path in ggufs:
+        checks.require(path)
+
+
 def evaluate_tasks(
     settings: Settings,
     target_specs: list[str],
@@ -137,9 +147,7 @@ def evaluate_tasks(
         raise EvalError("nothing to evaluate: give --target NAME=URL or --gguf FILE")
     if concurrency < 1:
         raise EvalError("--concurrency must be at least 1")
-    missing = [str(path) for path in ggufs if not path.is_file()]
-    if missing:
-        raise EvalError(f"no such GGUF file: {', '.join(missing)}")
+    check_files(settings, ggufs)
 
     per_deployment = sum(len(s.items) for s in sets)
     deployments = len(targets) + len(ggufs)

@@ -65,12 +65,12 @@ class Cursor:
         has 10^5 of them and this runs before every engine start."""
         data, pos, end, unpack = self.data, self.pos, self.size, LENGTH.unpack_from
         for index in range(count):
-            if end - pos < 8:
+            if pos + 8 > end:
                 raise Malformed(pos, f"{what}[{index}] is cut off by the end of the file")
-            (length,) = unpack(data, pos)
-            if length > min(limit, end - pos - 8):
-                raise Malformed(pos, f"{what}[{index}] claims {length} bytes, past the end")
+            length = unpack(data, pos)[0]
             pos += 8 + length
+            if pos > end or length > limit:
+                raise Malformed(pos - 8 - length, f"{what}[{index}] claims {length} bytes")
         self.pos = pos
 
     def text(self, what: str, limit: int) -> str:
