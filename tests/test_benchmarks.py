@@ -52,3 +52,9 @@ def test_gateway_overhead_quick_mode_compares_raw_and_gateway_with_a_hook(
     rows = result["summary"]
     assert [row["concurrency"] for row in rows] == [1, 2]  # type: ignore[union-attr]
     assert all(row["errors"] == 0 for row in rows)  # type: ignore[union-attr]
+
+
+def test_model_check_quick_mode_times_a_deepseek_shaped_header(isolated_home: Path) -> None:
+    result = run_quick("model_check.py", isolated_home)
+    files = [row["file"] for row in result["rows"]]  # type: ignore[union-attr]
+    assert files == ["DeepSeek-V3-shaped Q4_K, 4 layers", "safetensors shard, 1500 tensors"]
