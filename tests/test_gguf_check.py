@@ -87,12 +87,26 @@ def test_a_vocabulary_that_disagrees_with_itself_or_the_embedding_is_refused(
         check_gguf_model(path)
 
 
-def test_every_part_of_a_split_model_is_checked(smollm2_bytes: bytes, tmp_path: Path) -> None:
-    parts = split_gguf(smollm2_bytes, 3, tmp_path, "smol")
+@pytest.fixture(scope="module")
+def three_parts(smollm2_bytes: bytes, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return split_gguf(smollm2_bytes, 3, tmp_path_factory.mktemp("split"), "smol")
+
+
+def written(parts: dict[str, bytes], folder: Path) -> list[Path]:
     for name, data in parts.items():
-        (tmp_path / name).write_bytes(data)
-    first, second, third = (tmp_path / name for name in parts)
+        (folder / name).write_bytes(data)
+    return [folder / name for name in parts]
+
+
+def test_every_part_of_a_split_model_is_checked(
+    three_parts: dict[str, bytes], tmp_path: Path
+) -> None:
+    first, second, third = written(three_parts, tmp_path)
     check_gguf_model(first)
+    with pytest.raises(
+        ModelFileRejected, match="is part 1 of 1 but says split.no=0, split.count=3"
+    ):
+        check_gguf_files([first], [first.name])  # a pull that took one part only
     with second.open("r+b") as part:
         part.truncate(second.stat().st_size - 1)
     with pytest.raises(ModelFileRejected, match=f"refused {second.name}: .*past the end"):
@@ -102,14 +116,12 @@ def test_every_part_of_a_split_model_is_checked(smollm2_bytes: bytes, tmp_path: 
         check_gguf_files([first, third], [first.name, third.name])
 
 
-def test_parts_given_out_of_order_are_refused(smollm2_bytes: bytes, tmp_path: Path) -> None:
-    parts = split_gguf(smollm2_bytes, 2, tmp_path, "smol")
-    paths = []
-    for name, data in parts.items():
-        (tmp_path / name).write_bytes(data)
-        paths.append(tmp_path / name)
-    with pytest.raises(ModelFileRejected, match="says split.no=1"):
-        check_gguf_files(paths[::-1], [p.name for p in paths[::-1]])
+def test_parts_given_out_of_order_are_refused(
+    three_parts: dict[str, bytes], tmp_path: Path
+) -> None:
+    paths = written(three_parts, tmp_path)[::-1]
+    with pytest.raises(ModelFileRejected, match="is part 1 of 3 but says split.no=2"):
+        check_gguf_files(paths, [p.name for p in paths])
 
 
 def test_a_passed_file_is_not_read_again_until_it_changes(

@@ -52,6 +52,9 @@ def check_entry(entry: Path) -> None:
 
 
 class ModelChecks:
+    """What every engine launch asks first; passes are remembered as empty files in
+    ``verdicts`` (a folder in the cache: losing it only costs a re-read)."""
+
     def __init__(self, verdicts: Path) -> None:
         self.verdicts = verdicts
 

@@ -68,7 +68,7 @@ def check_parts(layouts: list[GgufLayout], labels: list[str]) -> None:
     total = sum(len(layout.tensors) for layout in layouts)
     seen: set[str] = set()
     for index, (layout, label) in enumerate(zip(layouts, labels, strict=True)):
-        if count > 1:
+        if count > 1 or layout.scalars.get("split.count", 1) != 1:
             check_split_keys(layout, label, index, count)
         for tensor in layout.tensors:
             if tensor.name in seen:
