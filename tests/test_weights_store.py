@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,9 +20,18 @@ from dsdeploy.security.weights_memory import decrypt_to_memfd
 from dsdeploy.settings import SecuritySettings
 from dsdeploy.store import HashingWriter, Manifest, Store, StoredFile
 from tests.conftest import run_cli
+from tests.hub_models import tiny_gguf
 
 INFO = ModelInfo(architecture="llama", context_length=2048, embedding_model=False)
-WEIGHTS = random.Random(11).randbytes(3 * 2**20 + 17)
+
+
+def real_gguf_bytes() -> bytes:
+    """A real GGUF of several 1 MiB chunks: ``encrypt`` checks a file's structure first."""
+    with tempfile.TemporaryDirectory() as folder:
+        return tiny_gguf(Path(folder) / "model.gguf", vocab=50_000).read_bytes()
+
+
+WEIGHTS = real_gguf_bytes()
 
 
 def stored(store: Store, path: str, data: bytes) -> StoredFile:
