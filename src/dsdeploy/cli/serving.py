@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +28,14 @@ def serve(
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
+    allow_ip: Annotated[list[str] | None, typer.Option(help=describe("allow_ips"))] = None,
+    trusted_proxy: Annotated[
+        list[str] | None, typer.Option(help=describe("trusted_proxies"))
+    ] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help=describe("allowed_hosts"))] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(help=describe("cors_origins"))] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help=describe("tls_cert"))] = None,
+    tls_key: Annotated[Path | None, typer.Option(help=describe("tls_key"))] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -42,6 +51,12 @@ def serve(
         memory_budget=memory_budget,
         preload=preload,
         pin=pin,
+        allow_ips=allow_ip,
+        trusted_proxies=trusted_proxy,
+        allowed_hosts=allowed_host,
+        cors_origins=cors_origin,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     try:
         run_server(settings, models or [], console)

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from dsdeploy import __version__
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
+from dsdeploy.gateway.network import NetworkGuard, NetworkPolicy
 from dsdeploy.gateway.openapi import DocumentedApp
 from dsdeploy.gateway.pipeline import RequestContextMiddleware
 from dsdeploy.gateway.proxy import EngineProxy
@@ -20,14 +22,22 @@ from dsdeploy.gateway.routes_anthropic import anthropic_router
 from dsdeploy.gateway.routes_openai import openai_router
 from dsdeploy.gateway.routes_ops import ops_router
 from dsdeploy.gateway.upstream import UpstreamPool
-from dsdeploy.settings import GatewaySettings
+from dsdeploy.settings import GatewaySettings, SecuritySettings
+
+ERROR_SHAPES = ((ANTHROPIC_PREFIX, ANTHROPIC),)
 
 
 def create_app(
-    pool: UpstreamPool, settings: GatewaySettings, hooks: Iterable[Hook] = ()
+    pool: UpstreamPool,
+    settings: GatewaySettings,
+    hooks: Iterable[Hook] = (),
+    security: SecuritySettings | None = None,
 ) -> FastAPI:
     """The app routes to the pool's engines; the pool's owner starts and stops them.
-    More hooks may be added (``app.state.hooks.add``) until it serves."""
+    More hooks may be added (``app.state.hooks.add``) until it serves.
+
+    ``security`` (what ``serve`` always passes) puts the network guard and CORS in front;
+    without it the app is for in-process use only (tests), with no network checks."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,8 +52,19 @@ def create_app(
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.hooks = Hooks(hooks)
+    if security is not None:  # the last added runs first: context, guard, CORS, app
+        if security.cors_origins:
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=security.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["*"],  # the official SDKs send many x-stainless-* headers
+                expose_headers=["x-request-id"],
+            )
+        policy = NetworkPolicy.from_settings(settings, security)
+        app.add_middleware(NetworkGuard, policy=policy, shapes=ERROR_SHAPES)
     app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
-    install_error_handlers(app, [(ANTHROPIC_PREFIX, ANTHROPIC)])
+    install_error_handlers(app, ERROR_SHAPES)
     app.include_router(ops_router())
     app.include_router(openai_router())
     app.include_router(anthropic_router())
