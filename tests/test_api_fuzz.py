@@ -1,7 +1,7 @@
 """Requests generated from the gateway's own ``/openapi.json`` by schemathesis, valid and
 invalid, sent to a real listening gateway (network guard included) in front of the stub
-engine: no answer is a 5xx, every 4xx is in the called API's error shape, and no answer
-shows a stack trace or a server path."""
+engine: no answer is a 5xx, every 4xx is in the called API's error shape, no answer shows
+a stack trace or a server path, and answers match the document (schemathesis's checks)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from dsdeploy.gateway.routes_anthropic import PREFIX as ANTHROPIC_PREFIX
 from dsdeploy.settings import SecuritySettings
@@ -34,7 +42,9 @@ class Findings:
     problems: list[str] = field(default_factory=list)
 
     def add(self, case: Case, status: int, why: str) -> None:
-        self.problems.append(f"{case.method} {case.path} -> {status}: {why}; body {case.body!r:.300}")
+        self.problems.append(
+            f"{case.method} {case.path} -> {status}: {why}; body {case.body!r:.300}"
+        )
 
 
 def error_shape_problem(path: str, payload: Any) -> str | None:
@@ -72,6 +82,26 @@ def check(case: Case, response: requests.Response, findings: Findings) -> None:
             findings.add(case, status, f"{why}: {response.text[:300]}")
 
 
+SCHEMATHESIS_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+"""Its own checks, less ``positive_data_acceptance``: a valid body may still be refused
+with a documented 400 when it asks more of the engine than it offers (``n`` over its
+slots), or 404 for a model name that is not served."""
+
+
+def conforms(case: Case, response: requests.Response, findings: Findings) -> None:
+    try:
+        case.validate_response(response, checks=SCHEMATHESIS_CHECKS)
+    except FailureGroup as failures:
+        for failure in failures.exceptions:
+            findings.add(case, response.status_code, f"{failure}".splitlines()[0])
+
+
 def aim_at_the_served_model(case: Case, findings: Findings) -> None:
     """Every other valid body names the served model, so the fuzz reaches the engine, and
     asks for a short answer, so the run stays short."""
@@ -104,6 +134,7 @@ def fuzz(
         response = case.call(base_url=base_url, session=session, timeout=30)
         findings.sent += 1
         check(case, response, findings)
+        conforms(case, response, findings)
 
     send()
 

@@ -226,6 +226,7 @@ def test_allowed_hosts_add_names_and_a_wildcard_bind_accepts_ip_literals_only() 
     assert everywhere.host_allowed("192.168.1.6:8000")
     assert everywhere.host_allowed("[fe80::1]:8000")
     assert not everywhere.host_allowed("rebound.attacker.example")
+    assert not everywhere.host_allowed("[::1")
     assert policy("0.0.0.0", ["*"]).host_allowed("anything.example")
 
 

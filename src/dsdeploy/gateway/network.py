@@ -130,6 +130,8 @@ class NetworkPolicy:
         if not header:
             return False
         name = same_name(host_name(header))
+        if not name:
+            return False
         return name in self.hosts or (self.any_ip_literal and parse_address(name) is not None)
 
 
