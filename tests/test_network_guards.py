@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,13 @@ class Decisions(Hook):
 
     async def after(self, ctx: RequestContext, usage: Usage | None) -> None:
         self.seen.append(ctx)
+
+    def wait(self, count: int) -> list[RequestContext]:
+        """``after`` runs once the answer is sent: the client may read it first."""
+        deadline = time.monotonic() + 5
+        while len(self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.seen
 
 
 @pytest.fixture
@@ -88,7 +96,7 @@ def test_spoofed_forwarded_for_from_an_untrusted_peer_never_passes_the_allowlist
             if (reply.status_code, code) != (403, "ip_not_allowed"):
                 bypasses.append((headers, reply.status_code))
     assert bypasses == []
-    assert {(ctx.decision, ctx.client_ip, ctx.status) for ctx in decisions.seen} == {
+    assert {(ctx.decision, ctx.client_ip, ctx.status) for ctx in decisions.wait(100)} == {
         ("forbidden_ip", "127.0.0.1", 403)
     }
 
@@ -119,7 +127,7 @@ def test_through_a_trusted_proxy_the_forwarded_address_decides(
     assert via_two_proxies.status_code == 200
     assert outside.status_code == 403
     assert the_proxy_itself.status_code == 403
-    refused = [(ctx.client_ip, ctx.decision) for ctx in decisions.seen]
+    refused = [(ctx.client_ip, ctx.decision) for ctx in decisions.wait(2)]
     assert refused == [("192.0.2.1", "forbidden_ip"), ("127.0.0.1", "forbidden_ip")]
 
 
@@ -201,7 +209,7 @@ def test_a_foreign_host_header_is_refused_with_421(
     assert openai.status_code == anthropic.status_code == 421
     assert openai.json()["error"]["code"] == "host_not_allowed"
     assert anthropic.json()["error"]["type"] == "invalid_request_error"
-    assert [ctx.decision for ctx in decisions.seen] == ["forbidden_host"] * 2
+    assert [ctx.decision for ctx in decisions.wait(2)] == ["forbidden_host"] * 2
 
 
 def test_a_request_without_a_host_header_is_refused(local_gateway: int) -> None:
