@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
@@ -49,14 +50,18 @@ def listening_socket(host: str) -> socket.socket:
 
 @contextmanager
 def running_gateway(
-    folder: Path, security: SecuritySettings, host: str = "127.0.0.1", hooks: Sequence[Hook] = ()
+    folder: Path,
+    security: SecuritySettings,
+    host: str = "127.0.0.1",
+    hooks: Sequence[Hook] = (),
+    auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen)
 ) -> Iterator[int]:
     """Serves until the block ends; yields the port."""
     sock = listening_socket(host)
     port = sock.getsockname()[1]
     gateway = GatewaySettings(host=host, port=port, log_level="warning")
     pool = stub_pool(folder)
-    config = uvicorn_config(create_app(pool, gateway, hooks, security), gateway, security)
+    config = uvicorn_config(create_app(pool, gateway, hooks, auth, security), gateway, security)
     server = uvicorn.Server(config)
 
     async def main() -> None:

@@ -1,7 +1,8 @@
 """Requests generated from the gateway's own ``/openapi.json`` by schemathesis, valid and
-invalid, sent to a real listening gateway (network guard included) in front of the stub
-engine: no answer is a 5xx, every 4xx is in the called API's error shape, no answer shows
-a stack trace or a server path, and answers match the document (schemathesis's checks)."""
+invalid, sent with a valid API key to a real listening gateway (network guard and auth
+included) in front of the stub engine: no answer is a 5xx, every 4xx is in the called
+API's error shape, no answer shows a stack trace or a server path, and answers match the
+document (schemathesis's checks)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.routes_anthropic import PREFIX as ANTHROPIC_PREFIX
+from dsdeploy.security.db import open_database, sqlite_url
+from dsdeploy.security.key_cache import KeyCache
+from dsdeploy.security.keys import KeyStore
 from dsdeploy.settings import SecuritySettings
 from tests.gateway_server import MODEL, running_gateway
 
@@ -39,6 +44,8 @@ LEAKS = ("Traceback", 'File "', "/work", "/tmp", "/home", "/usr", ".py", "site-p
 @dataclass
 class Findings:
     sent: int = 0
+    answered: int = 0
+    """2xx answers: requests that passed the key check and reached an engine or a route."""
     problems: list[str] = field(default_factory=list)
 
     def add(self, case: Case, status: int, why: str) -> None:
@@ -133,6 +140,7 @@ def fuzz(
             aim_at_the_served_model(case, findings)
         response = case.call(base_url=base_url, session=session, timeout=30)
         findings.sent += 1
+        findings.answered += response.status_code < 300
         check(case, response, findings)
         conforms(case, response, findings)
 
@@ -140,17 +148,29 @@ def fuzz(
 
 
 @pytest.fixture
-def base_url(tmp_path: Path) -> Iterator[str]:
-    with running_gateway(tmp_path, SecuritySettings()) as port:
+def key(tmp_path: Path) -> Iterator[tuple[KeyStore, str]]:
+    store = KeyStore(open_database(sqlite_url(tmp_path / "security.db")))
+    _, presented = store.create("fuzz")
+    yield store, presented
+    store.close()
+
+
+@pytest.fixture
+def base_url(tmp_path: Path, key: tuple[KeyStore, str]) -> Iterator[str]:
+    """Keys required (one exists): the fuzz presents a valid one, so it reaches routing."""
+    auth = AuthConfig(keys=KeyCache(key[0], ttl_s=5.0))
+    with running_gateway(tmp_path, SecuritySettings(), auth=auth) as port:
         yield f"http://127.0.0.1:{port}"
 
 
 def test_generated_requests_get_no_5xx_only_api_shaped_errors_and_no_leaks(
-    base_url: str,
+    base_url: str, key: tuple[KeyStore, str]
 ) -> None:
-    schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
+    bearer = {"authorization": f"Bearer {key[1]}"}
+    schema = schemathesis.openapi.from_url(base_url + "/openapi.json", headers=bearer)
     findings = Findings()
     with requests.Session() as session:
+        session.headers.update(bearer)
         for result in schema.get_all_operations():
             operation = result.ok()
             # Only bodies can be made invalid: a path or no parameter reads as any string.
@@ -159,3 +179,4 @@ def test_generated_requests_get_no_5xx_only_api_shaped_errors_and_no_leaks(
                 fuzz(operation, mode, base_url, session, findings)
     assert findings.problems == []
     assert findings.sent >= MIN_REQUESTS
+    assert findings.answered >= MIN_REQUESTS // 10

@@ -52,3 +52,21 @@ def test_gateway_overhead_quick_mode_compares_raw_and_gateway_with_a_hook(
     rows = result["summary"]
     assert [row["concurrency"] for row in rows] == [1, 2]  # type: ignore[union-attr]
     assert all(row["errors"] == 0 for row in rows)  # type: ignore[union-attr]
+
+
+def test_auth_overhead_quick_mode_measures_cached_and_uncached_checks(
+    isolated_home: Path,
+) -> None:
+    result = run_quick("auth_overhead.py", isolated_home)
+    assert result["backend"] == "sqlite"
+    assert set(result) >= {"cache_hit_us", "store_verify_us", "middleware_uncached_us"}
+
+
+@pytest.mark.engine
+def test_crypto_quick_mode_measures_throughput_and_serve_start_plain_and_encrypted(
+    model_home: Path,
+) -> None:
+    result = run_quick("crypto.py", model_home)
+    assert result["size_mib"] == 256
+    assert all(v > 0 for v in result["encrypt_mib_per_s"])  # type: ignore[attr-defined]
+    assert set(result["median_serve_start_s"]) == {"plain", "encrypted"}  # type: ignore[arg-type]

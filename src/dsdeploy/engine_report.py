@@ -45,8 +45,8 @@ def decode_ceiling_line(dirs: Dirs, engine: InstalledEngine | None) -> str | Non
     store = Store(dirs.models)
     manifest = store.manifest(DEFAULT_MODEL)
     bench = engine.info.get("bench") if engine else None
-    if manifest is None or not bench:
-        return None
+    if manifest is None or not bench or manifest.weights.encrypted is not None:
+        return None  # nothing to say without plaintext weights to read
     per_token = gguf_bytes_read_per_token(store.weights_path(manifest))
     bandwidth = measure_read_bandwidth(int(bench["threads"]))
     ceiling = decode_tokens_per_s_bound(bandwidth, per_token)

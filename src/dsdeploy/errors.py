@@ -15,8 +15,13 @@
     │   ├── EngineUnavailable     a model's engine cannot take a request now (client-safe text)
     │   └── EngineStartFailed     the engine did not become ready
     │       └── EngineSmokeFailed an engine binary could not load and answer on this machine
+    ├── WeightsCryptoError        encrypted weights cannot be read or written
+    │   ├── WeightsKeyError       no usable key: missing, readable by others, or not the one
+    │   └── WeightsTampered       encrypted bytes failed authentication (changed, cut, reordered)
     ├── BenchError                a benchmark target is unreachable or answered badly
     ├── ServerUnreachable         a running dsdeploy server did not answer (`dsdeploy ps`)
+    ├── UnknownKey                no API key has this id (`dsdeploy keys revoke/rotate`)
+    ├── KeyStoreUnavailable       the key database did not answer (client-safe text)
     └── EvalError                 a quality evaluation cannot run as asked
 
 Only the edges translate them: the CLI to a line and an exit code, the gateway to an
@@ -106,6 +111,18 @@ class EngineSmokeFailed(EngineStartFailed):
         super().__init__(message, log_tail)
 
 
+class WeightsCryptoError(DsdeployError):
+    pass
+
+
+class WeightsKeyError(WeightsCryptoError):
+    pass
+
+
+class WeightsTampered(WeightsCryptoError):
+    pass
+
+
 class BenchError(DsdeployError):
     pass
 
@@ -116,3 +133,13 @@ class ServerUnreachable(DsdeployError):
 
 class EvalError(DsdeployError):
     pass
+
+
+class UnknownKey(DsdeployError):
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"no API key has the id {key_id!r}; see the ids with `dsdeploy keys list`")
+
+
+class KeyStoreUnavailable(DsdeployError):
+    """Its message is shown to API clients: no URL, no driver error."""

@@ -16,6 +16,7 @@ from rich.console import Console
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.gateway.tls import check_tls_files
@@ -23,6 +24,10 @@ from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.security.exposure import auth_notice
+from dsdeploy.security.key_cache import KeyCache
+from dsdeploy.security.keys import KeyStore
+from dsdeploy.security.weights_memory import forbid_dumps
 from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -54,6 +59,10 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
     if unknown:
         raise ConfigError(f"--preload/--pin name models that are not served: {', '.join(unknown)}")
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
+    if any(m.weights.encrypted is not None for m in manifests):
+        # Before the key is read: from now on no core file, and no process of this user
+        # (a compromised tool, a debugger) can read the key from this one's memory.
+        forbid_dumps()
     installed = ensure_engine(settings, console)
     hardware = probe(settings.dirs.data)
     single = len(manifests) == 1  # nothing competes for memory: load it now and keep it
@@ -94,6 +103,17 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def open_auth(settings: Settings, console: Console) -> AuthConfig:
+    """The key store behind the gateway; refuses (``ConfigError``) to serve a non-loopback
+    address while no key exists, unless told it may."""
+    security = settings.security
+    store = KeyStore.open(security, settings.dirs.data)
+    notice = auth_notice(settings.gateway.host, store.has_active_keys(), security)
+    console.print(notice, style="bold red" if notice.startswith("WARNING") else None)
+    keys = KeyCache(store, security.key_cache_s, require=security.require_keys)
+    return AuthConfig(keys=keys, metrics_token=security.metrics_token)
+
+
 def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
@@ -102,10 +122,12 @@ def serve(
     check_port_free(gateway.host, gateway.port)
     if security.tls_cert is not None and security.tls_key is not None:
         check_tls_files(security.tls_cert, security.tls_key)
+    auth = open_auth(settings, console)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn_config(create_app(pool, gateway, hooks, security), gateway, security)
+    app = create_app(pool, gateway, hooks, auth, security)
+    config = uvicorn_config(app, gateway, security)
     scheme = "https" if security.tls_cert is not None else "http"
 
     async def main() -> None:

@@ -5,15 +5,22 @@ whose engine starts only when the pool asks for it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from dsdeploy import catalog
+from dsdeploy.engines.base import inherited_path
 from dsdeploy.engines.llamacpp_install import InstalledEngine
 from dsdeploy.engines.registry import ModelLaunch, build_engine
+from dsdeploy.errors import ConfigError
 from dsdeploy.eval.quant_results import load_quant_eval
+from dsdeploy.gguf_parts import split_part
 from dsdeploy.hardware import Hardware
 from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
@@ -23,6 +30,9 @@ from dsdeploy.progress import byte_progress
 from dsdeploy.pull import pull
 from dsdeploy.runtime.pool import ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
+from dsdeploy.security.weights_crypto import read_header, unwrap
+from dsdeploy.security.weights_key import load_kek
+from dsdeploy.security.weights_memory import SealedWeights
 from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Manifest, Store
 
@@ -53,17 +63,18 @@ def model_spec(
     preload: bool,
 ) -> ModelSpec:
     """Plan one model (printing the plan and why) and say how to start its engine."""
-    weights = store.materialize(manifest).entry
-    launch, plan = plan_serving(
-        manifest.name,
-        weights,
-        manifest.weights.path,
-        manifest.weights_bytes,
-        machine_for(hardware, gpu=None, gpus=None, ram=None),
-        threads=settings.engine.threads,
-        ctx_size=settings.engine.ctx_size,
-        parallel=settings.engine.parallel,
-    )
+    memory = memory_weights(settings, store, manifest)
+    with planning_view(store, manifest, memory) as weights:
+        launch, plan = plan_serving(
+            manifest.name,
+            weights,
+            manifest.weights.path,
+            manifest.weights_bytes,
+            machine_for(hardware, gpu=None, gpus=None, ram=None),
+            threads=settings.engine.threads,
+            ctx_size=settings.engine.ctx_size,
+            parallel=settings.engine.parallel,
+        )
     add_measured_quality(plan, load_quant_eval(settings.dirs, manifest.name))
     show_plan(plan, console)
     console.print(
@@ -75,15 +86,13 @@ def model_spec(
         f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
     )
     planned = plan.llama.ram_bytes if plan.llama else manifest.weights_bytes
-    engine = build_engine(
-        "llama.cpp",
-        ModelLaunch(
-            installed.binary, weights, manifest.name, launch, manifest.info.embedding_model
-        ),
+    model_launch = ModelLaunch(
+        installed.binary, weights, manifest.name, launch, manifest.info.embedding_model
     )
     make: Callable[[], Supervisor] = partial(
-        Supervisor,
-        engine,
+        engine_supervisor,
+        model_launch,
+        memory,
         manifest.name,
         settings.dirs.logs / f"engine-{manifest.name}.log",
         ready_timeout_s=settings.engine.ready_timeout_s,
@@ -96,3 +105,56 @@ def model_spec(
     return ModelSpec(
         manifest.name, make, planned, launch.parallel, pinned=pinned, preload=preload or pinned
     )
+
+
+def engine_supervisor(
+    launch: ModelLaunch,
+    memory: Callable[[], SealedWeights] | None,
+    *args: Any,
+    **options: Any,
+) -> Supervisor:
+    """One engine's supervisor; encrypted weights get a memfd of their own, made when it
+    starts and closed when it stops for good (a swap's new engine has its own)."""
+    weights = memory() if memory is not None else None
+    engine = build_engine("llama.cpp", replace(launch, weights=weights))
+    return Supervisor(engine, *args, weights=weights, **options)
+
+
+def memory_weights(
+    settings: Settings, store: Store, manifest: Manifest
+) -> Callable[[], SealedWeights] | None:
+    """For a model with encrypted weights, how to decrypt them into memory; checked now
+    (the key is there and is the right one) so that a bad key fails `serve` at once."""
+    stored = manifest.weights
+    if stored.encrypted is None:
+        return None
+    if manifest.format != "gguf" or split_part(stored.path) is not None:
+        raise ConfigError(
+            f"{manifest.name}: only a single-file GGUF can be served encrypted (llama.cpp "
+            f"finds split parts by file name); run `dsdeploy decrypt {manifest.name}`"
+        )
+    kek = load_kek(settings.security, settings.dirs.config)
+    blob = store.stored_blob(manifest, stored)
+    what = f"{manifest.name}/{stored.path}"
+    with blob.open("rb") as source:
+        unwrap(read_header(source, what)[0], kek, what)
+    return partial(SealedWeights, blob, kek, what, stored.encrypted.plain_sha256)
+
+
+@contextmanager
+def planning_view(
+    store: Store, manifest: Manifest, memory: Callable[[], SealedWeights] | None
+) -> Iterator[Path]:
+    """The weights file the planner may read. Encrypted weights are decrypted into memory
+    for it only when the catalog does not know the model (the planner reads no file then)."""
+    if memory is None:
+        yield store.materialize(manifest).entry
+    elif catalog.find(manifest.name) is not None:
+        yield Path(manifest.weights.path)  # a name for messages; never opened
+    else:
+        weights = memory()
+        weights.load()
+        try:
+            yield Path(inherited_path(weights.fd))
+        finally:
+            weights.release()

@@ -207,6 +207,46 @@ class SecuritySettings(BaseSettings):
         description="PEM private key of --tls-cert; must not be readable by other users.",
     )
 
+    require_keys: bool = Field(
+        False,
+        description="Refuse every request without a valid API key even while no key exists "
+        "(by default keys are required as soon as one is active).",
+    )
+    insecure_no_auth: bool = Field(
+        False,
+        description="Serve on a non-loopback address although no API key exists, so anyone "
+        "who reaches it may use it (without it, such a start is refused).",
+    )
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Seconds a verified API key is trusted without asking the key database "
+        "again: a revoke on another replica takes effect within this time.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for /metrics alone (API keys do not open it); without it, "
+        "/metrics needs an API key like any other path.",
+    )
+    weights_key_file: Path | None = Field(
+        None,
+        description="File holding the key that encrypts model weights at rest: 64 hex "
+        "digits, mode 0600 (default: weights.key in the config folder, made by `dsdeploy "
+        "keygen-weights`).",
+    )
+    credentials_directory: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("CREDENTIALS_DIRECTORY"),
+        description="Set by systemd for a unit with LoadCredential=; a credential named "
+        "dsdeploy-weights-key there is the weights key (used when no key file exists).",
+    )
+    weights_key: SecretStr | None = Field(
+        None,
+        description="The weights key itself, 64 hex digits: a last resort, since a process's "
+        "environment is readable by its owner and root; prefer a key file or a credential.",
+    )
+
     @field_validator("allow_ips", "trusted_proxies")
     @classmethod
     def networks(cls, values: list[str]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Layout under ``Dirs.models``::
 
-    blobs/sha256-<hex>        immutable file contents, shared between models
+    blobs/sha256-<hex>        immutable file contents, shared between models (of a weights
+                              file encrypted at rest, its ciphertext: ``StoredFile.encrypted``)
     manifests/<name>.json     what a name means: source, format, files and their hashes
     dirs/<name>-<hash>/<path> the model as published: one relative link per manifest file
                               (sub-folders kept) to its blob, as Hugging Face's cache has
@@ -44,10 +45,20 @@ SHA256_HEX = r"^[0-9a-f]{64}$"
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 
 
+class Encryption(BaseModel):
+    """A file stored encrypted (see ``security.weights_crypto``): the blob holds ciphertext,
+    and these are the plaintext's facts, checked again after every decryption."""
+
+    plain_sha256: str = Field(pattern=SHA256_HEX)
+    plain_size: int = Field(ge=0)
+    key_id: str = Field(description="Id of the key the file's data key is wrapped with.")
+
+
 class StoredFile(BaseModel):
     path: str = Field(description="Path of the file inside its model, as the source names it.")
-    sha256: str = Field(pattern=SHA256_HEX)
+    sha256: str = Field(pattern=SHA256_HEX, description="The blob's hash, as stored.")
     size: int = Field(ge=0)
+    encrypted: Encryption | None = None
 
     @field_validator("path")
     @classmethod
@@ -291,6 +302,16 @@ class Store:
         return self.present_blob(manifest, manifest.weights)
 
     def present_blob(self, manifest: Manifest, stored: StoredFile) -> Path:
+        """A file's blob, for readers that need its plain bytes."""
+        if stored.encrypted is not None:
+            raise StoreError(
+                f"model {manifest.name!r} has its file {stored.path} encrypted; `dsdeploy "
+                f"serve` decrypts it into memory, or run `dsdeploy decrypt {manifest.name}`"
+            )
+        return self.stored_blob(manifest, stored)
+
+    def stored_blob(self, manifest: Manifest, stored: StoredFile) -> Path:
+        """A file's blob as stored, encrypted or not."""
         if not self.has_blob(stored.sha256, stored.size):
             raise StoreError(
                 f"model {manifest.name!r} is missing its file {stored.path}; run `dsdeploy "
@@ -321,11 +342,15 @@ class Store:
         may share them."""
         found = self.get(name)
         (self.manifests / f"{name}.json").unlink()
+        self.remove_folders(name)
+        return found
+
+    def remove_folders(self, name: str) -> None:
+        """Drop a model's folders of links; ``materialize`` makes them again when needed."""
         own = re.compile(re.escape(name) + r"-[0-9a-f]{12}")
         for folder in self.dirs.glob(f"{name}-*"):
             if own.fullmatch(folder.name):
                 remove_folder(folder)
-        return found
 
     def referenced_blobs(self) -> set[str]:
         return {stored.sha256 for m in self.manifests_all() for stored in m.files}

@@ -36,6 +36,9 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(help=describe("cors_origins"))] = None,
     tls_cert: Annotated[Path | None, typer.Option(help=describe("tls_cert"))] = None,
     tls_key: Annotated[Path | None, typer.Option(help=describe("tls_key"))] = None,
+    require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
+    insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
+    weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -57,6 +60,9 @@ def serve(
         cors_origins=cors_origin,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
+        insecure_no_auth=insecure_no_auth or None,
+        weights_key_file=weights_key_file,
     )
     try:
         run_server(settings, models or [], console)
@@ -69,12 +75,16 @@ def ps(
         str | None,
         typer.Option(help="The server's address (default: from --host/--port settings)."),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="DSDEPLOY_API_KEY", help="API key, when the server requires keys."),
+    ] = None,
 ) -> None:
     """Show a running server's models: state, memory planned and used, slots, requests in
     flight, idle time and restarts."""
     gateway = load_settings().gateway
     try:
-        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}")
+        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}", api_key)
     except DsdeployError as exc:
         raise fail(exc) from None
     report_console().print(status_table(models))

@@ -62,6 +62,24 @@ class LaunchSpec:
     pass_fds: tuple[int, ...] = ()
 
 
+class MemoryWeights(Protocol):
+    """Weights that exist only in memory (decrypted from encrypted files), which the engine
+    reads through an inherited descriptor: loaded before its first start, kept across its
+    restarts, released when it stops for good."""
+
+    @property
+    def fd(self) -> int: ...
+
+    def load(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def inherited_path(fd: int) -> str:
+    """How a child names a descriptor it inherited (``pass_fds`` keeps the number)."""
+    return f"/proc/self/fd/{fd}"
+
+
 @dataclass(frozen=True)
 class EngineFailure:
     """An engine's own error answer, put in API terms by the engine's adapter."""

@@ -11,7 +11,9 @@ from dsdeploy.engines.base import (
     EngineCapabilities,
     EngineFailure,
     LaunchSpec,
+    MemoryWeights,
     allowlisted_environment,
+    inherited_path,
 )
 from dsdeploy.planner.launch_plan import LaunchPlan
 
@@ -71,6 +73,8 @@ class LlamaCppEngine:
     alias: str
     options: LaunchPlan
     embedding_model: bool = False
+    weights: MemoryWeights | None = None
+    """Set for encrypted weights: the engine reads them from this memfd, not ``model_path``."""
     name: str = "llama.cpp"
     health_path: str = "/health"
     capabilities: EngineCapabilities = field(init=False)
@@ -89,14 +93,19 @@ class LlamaCppEngine:
         object.__setattr__(self, "capabilities", capabilities)
 
     def launch(self, socket_path: Path, environ: Mapping[str, str]) -> LaunchSpec:
-        return LaunchSpec(tuple(self.argv(socket_path)), allowlisted_environment(environ))
+        fds = () if self.weights is None else (self.weights.fd,)
+        return LaunchSpec(tuple(self.argv(socket_path)), allowlisted_environment(environ), fds)
+
+    def model_argument(self) -> str:
+        # llama.cpp opens and mmaps the memfd by this path as it would a file.
+        return str(self.model_path) if self.weights is None else inherited_path(self.weights.fd)
 
     def argv(self, socket_path: Path) -> list[str]:
         launch = self.options
         argv = [
             str(self.binary),
             "--model",
-            str(self.model_path),
+            self.model_argument(),
             "--alias",
             self.alias,  # the engine then names the model as the gateway does
             "--host",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsdeploy.engines.base import Engine
+from dsdeploy.engines.base import Engine, MemoryWeights
 from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.planner.launch_plan import LaunchPlan
@@ -23,11 +23,18 @@ class ModelLaunch:
     alias: str
     plan: LaunchPlan
     embedding_model: bool = False
+    weights: MemoryWeights | None = None
+    """Decrypted weights in memory, which the engine reads instead of ``model_path``."""
 
 
 def llamacpp(launch: ModelLaunch) -> Engine:
     return LlamaCppEngine(
-        launch.binary, launch.model_path, launch.alias, launch.plan, launch.embedding_model
+        launch.binary,
+        launch.model_path,
+        launch.alias,
+        launch.plan,
+        launch.embedding_model,
+        launch.weights,
     )
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from dsdeploy import __version__
+from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.network import NetworkGuard, NetworkPolicy
@@ -25,19 +26,22 @@ from dsdeploy.gateway.upstream import UpstreamPool
 from dsdeploy.settings import GatewaySettings, SecuritySettings
 
 ERROR_SHAPES = ((ANTHROPIC_PREFIX, ANTHROPIC),)
+"""Paths whose errors take another API's shape than OpenAI's."""
 
 
 def create_app(
     pool: UpstreamPool,
     settings: GatewaySettings,
     hooks: Iterable[Hook] = (),
+    auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen, so one shared default is safe)
     security: SecuritySettings | None = None,
 ) -> FastAPI:
     """The app routes to the pool's engines; the pool's owner starts and stops them.
-    More hooks may be added (``app.state.hooks.add``) until it serves.
+    More hooks may be added (``app.state.hooks.add``) until it serves. Every path but the
+    probes is behind ``auth`` (see ``gateway.auth``).
 
-    ``security`` (what ``serve`` always passes) puts the network guard and CORS in front;
-    without it the app is for in-process use only (tests), with no network checks."""
+    ``security`` (what ``serve`` always passes) puts the network guard and CORS in front of
+    auth; without it the app is for in-process use only (tests), with no network checks."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,8 +55,11 @@ def create_app(
     app.state.pool = pool
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
-    app.state.hooks = Hooks(hooks)
-    if security is not None:  # the last added runs first: context, guard, CORS, app
+    app.state.hooks = Hooks([ModelAllowlist(), *hooks] if auth.keys is not None else hooks)
+    # The last added runs first: context, network guard, CORS (a preflight carries no
+    # key), auth, app.
+    app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)
+    if security is not None:
         if security.cors_origins:
             app.add_middleware(
                 CORSMiddleware,

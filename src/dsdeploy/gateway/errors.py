@@ -199,7 +199,14 @@ def install_error_handlers(app: FastAPI, shapes: Sequence[tuple[str, ErrorShape]
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         """Starlette answers these outside the middlewares, so the id header is set here."""
-        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        ctx = getattr(request.state, "ctx", None)
+        log.exception(
+            "unexpected error serving %s %s (request %s, key %s)",
+            request.method,
+            request.url.path,
+            getattr(ctx, "id", None),
+            getattr(ctx, "key_id", None),  # the public id, never the key
+        )
         error = ApiError(500, "internal error in the gateway; it has been logged")
         response = error_response(shape_for(request), error, request_id(request))
         if (rid := request_id(request)) is not None:

@@ -168,6 +168,6 @@ class RequestContextMiddleware:
             raise
         finally:
             ctx.timings.done = time.monotonic()
-            refused = ctx.decision != "allowed"  # by the network guard: audited too
+            refused = ctx.decision != "allowed"  # by the network guard or auth: audited too
             if (ctx.route is not None or refused) and self.hooks:
                 await self.hooks.after(ctx)

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -31,9 +32,9 @@ from pathlib import Path
 
 import httpx
 
-from dsdeploy.engines.base import Engine, EngineCapabilities, EngineFailure
+from dsdeploy.engines.base import Engine, EngineCapabilities, EngineFailure, MemoryWeights
 from dsdeploy.engines.exit_status import explain_signal, signal_name
-from dsdeploy.errors import EngineStartFailed
+from dsdeploy.errors import EngineStartFailed, WeightsCryptoError
 
 log = logging.getLogger("dsdeploy.runtime.supervisor")
 
@@ -43,8 +44,10 @@ HEALTHY_RESETS_BACKOFF_S = 60.0
 STOP_GRACE_S = 10.0
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook that makes the kernel SIGKILL the child when this process dies.
+def die_with_parent(core_dumps: bool = True) -> Callable[[], None] | None:
+    """A preexec hook that makes the kernel SIGKILL the child when this process dies, and,
+    without ``core_dumps``, keeps a crashing child from writing its memory (decrypted
+    weights) to a core file: the limit and the dump filter both survive exec.
 
     The signal follows the thread that forks, so spawn only from the event-loop thread."""
     if not sys.platform.startswith("linux"):
@@ -56,6 +59,11 @@ def die_with_parent() -> Callable[[], None] | None:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(1)
+        if not core_dumps:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            dump_filter = os.open("/proc/self/coredump_filter", os.O_WRONLY)
+            os.write(dump_filter, b"0")  # a core_pattern pipe (systemd) ignores RLIMIT_CORE
+            os.close(dump_filter)
 
     return arm
 
@@ -83,8 +91,12 @@ class Supervisor:
         health_failures: int,
         planned_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
+        weights: MemoryWeights | None = None,
     ) -> None:
         self.engine = engine
+        self.weights = weights
+        """Decrypted weights the engine reads: loaded at start, released at stop."""
+        self._loading_weights: asyncio.Future[None] | None = None
         self.environ = dict(environ or {})
         """dsdeploy's environment, of which the engine gets only its allowlist."""
         self.planned_bytes = planned_bytes
@@ -150,6 +162,7 @@ class Supervisor:
         self.state = "starting"
         self._rundir = Path(tempfile.mkdtemp(prefix="dsdeploy-"))
         try:
+            await self._load_weights()
             await self._launch()
         except BaseException:
             await self.stop()
@@ -164,10 +177,39 @@ class Supervisor:
                 await self._watcher
             self._watcher = None
         await self._terminate()
+        self._release_weights()
         if self._rundir is not None:
             shutil.rmtree(self._rundir, ignore_errors=True)
             self._rundir = None
         self.state = "stopped"
+
+    async def _load_weights(self) -> None:
+        """Decrypt in a worker thread: a large model takes seconds, and the gateway keeps
+        serving the other models meanwhile."""
+        if self.weights is None:
+            return
+        self._loading_weights = asyncio.ensure_future(asyncio.to_thread(self.weights.load))
+        try:
+            await asyncio.shield(self._loading_weights)
+        except (WeightsCryptoError, OSError) as exc:
+            raise EngineStartFailed(f"cannot load {self.model_name}: {exc}", []) from None
+
+    def _release_weights(self) -> None:
+        """Close the memfd, after a decryption still running in its thread, if any (the
+        descriptor's number must not be reused while that thread writes to it)."""
+        weights, loading = self.weights, self._loading_weights
+        if weights is None:
+            return
+        if loading is None or loading.done():
+            weights.release()
+            return
+
+        def release_when_loaded(done: asyncio.Future[None]) -> None:
+            if not done.cancelled():
+                done.exception()  # read, so that asyncio does not report it as lost
+            weights.release()
+
+        loading.add_done_callback(release_when_loaded)
 
     async def _launch(self) -> None:
         self.socket_path.unlink(missing_ok=True)
@@ -183,7 +225,8 @@ class Supervisor:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - prctl only, no locks taken
+                # prctl and setrlimit only, no locks taken
+                preexec_fn=die_with_parent(core_dumps=self.weights is None),  # noqa: PLW1509
             )
         failure = await self._wait_ready(self._proc)
         if failure is not None:
