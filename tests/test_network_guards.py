@@ -14,9 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.context import RequestContext, Usage
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.network import NetworkPolicy, client_address, parse_network
+from dsdeploy.security.db import open_database, sqlite_url
+from dsdeploy.security.key_cache import KeyCache
+from dsdeploy.security.keys import KeyStore
 from dsdeploy.settings import GatewaySettings, SecuritySettings
 from tests.conftest import run_cli
 from tests.gateway_server import MODEL, running_gateway
@@ -262,6 +266,25 @@ def test_cors_origins_open_the_api_to_exactly_those_origins(tmp_path: Path) -> N
     assert granted.status_code == 200
     assert granted.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in denied.headers
+
+
+def test_a_preflight_needs_no_api_key_but_the_request_does(tmp_path: Path) -> None:
+    """CORS answers before auth: a browser's preflight never carries the key."""
+    store = KeyStore(open_database(sqlite_url(tmp_path / "security.db")))
+    _, presented = store.create("browser app")
+    auth = AuthConfig(keys=KeyCache(store, ttl_s=5.0))
+    security = SecuritySettings(cors_origins=["https://app.example"])
+    origin = {"origin": "https://app.example"}
+    with running_gateway(tmp_path, security, auth=auth) as port:
+        url = f"http://127.0.0.1:{port}/v1/models"
+        preflight = httpx.options(url, headers=origin | PREFLIGHT)
+        without_key = httpx.get(url, headers=origin)
+        with_key = httpx.get(url, headers=origin | {"authorization": f"Bearer {presented}"})
+    store.close()
+    assert preflight.status_code == 200
+    assert without_key.status_code == 401
+    assert with_key.status_code == 200
+    assert with_key.headers["access-control-allow-origin"] == "https://app.example"
 
 
 def test_a_bad_network_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
