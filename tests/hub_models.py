@@ -88,3 +88,30 @@ def tiny_checkpoint() -> dict[str, bytes]:
         "model.safetensors": save(tensors),
         "tokenizer_config.json": json.dumps(tokenizer_config).encode(),
     }
+
+
+def tiny_gguf(
+    path: Path,
+    *,
+    vocab: int = 8,
+    embedding_rows: int | None = None,
+    scores: int | None = None,
+    token_types: list[int] | None = None,
+) -> Path:
+    """A small real GGUF written by gguf-py: a vocabulary and an embedding."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, "llama")
+    writer.add_token_list([f"t{i}" for i in range(vocab)])
+    writer.add_token_scores([0.0] * (vocab if scores is None else scores))
+    writer.add_token_types(token_types if token_types is not None else [1] * vocab)
+    writer.add_bos_token_id(1)
+    writer.add_context_length(64)
+    rows = vocab if embedding_rows is None else embedding_rows
+    writer.add_tensor("token_embd.weight", np.zeros((rows, 16), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(16, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

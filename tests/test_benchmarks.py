@@ -70,3 +70,9 @@ def test_crypto_quick_mode_measures_throughput_and_serve_start_plain_and_encrypt
     assert result["size_mib"] == 256
     assert all(v > 0 for v in result["encrypt_mib_per_s"])  # type: ignore[attr-defined]
     assert set(result["median_serve_start_s"]) == {"plain", "encrypted"}  # type: ignore[arg-type]
+
+
+def test_model_check_quick_mode_times_a_deepseek_shaped_header(isolated_home: Path) -> None:
+    result = run_quick("model_check.py", isolated_home)
+    files = [row["file"] for row in result["rows"]]  # type: ignore[union-attr]
+    assert files == ["DeepSeek-V3-shaped Q4_K, 4 layers", "safetensors shard, 1500 tensors"]

@@ -6,6 +6,7 @@
     ├── SourceError               a model source could not be read (pip, wheel, network)
     │   ├── AccessDenied          the hub wants a token or an accepted licence (401/403)
     │   └── RemoteNotFound        the repo, revision or file does not exist (404)
+    ├── ModelFileRejected         a model file failed the structure check before any engine
     ├── StoreError                the model store refused an operation
     │   ├── IntegrityError        bytes did not match their recorded sha256
     │   └── UnsafePathError       a name from outside would escape the store
@@ -59,6 +60,23 @@ class AccessDenied(SourceError):
 
 class RemoteNotFound(SourceError):
     pass
+
+
+class ModelFileRejected(DsdeployError):
+    """A model file that no engine is given: malformed, or asking to run its own code."""
+
+    def __init__(
+        self, file: str, problem: str, offset: int | None = None, advice: str = ""
+    ) -> None:
+        self.file = file
+        self.problem = problem
+        self.offset = offset
+        where = "" if offset is None else f" at byte {offset}"
+        advice = advice or (
+            "no engine was given it; pull the model again from a source you trust, or "
+            "report the file to its publisher"
+        )
+        super().__init__(f"refused {file}: {problem}{where} — {advice}")
 
 
 class StoreError(DsdeployError):

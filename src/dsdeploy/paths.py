@@ -23,6 +23,11 @@ class Dirs:
         return self.data / "logs"
 
     @property
+    def model_checks(self) -> Path:
+        """Verdicts of the model file checks, by file identity: redone when a file changes."""
+        return self.cache / "model-checks"
+
+    @property
     def engines(self) -> Path:
         """Engine builds are keyed by version and machine, so they live in the cache."""
         return self.cache / "engines"

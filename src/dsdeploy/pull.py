@@ -11,10 +11,13 @@ from typing import Protocol
 
 from dsdeploy import catalog
 from dsdeploy.catalog import CatalogEntry
-from dsdeploy.errors import SourceError, StoreError
+from dsdeploy.errors import ModelFileRejected, SourceError, StoreError
 from dsdeploy.fit import Fit, assess
 from dsdeploy.hardware import probe
 from dsdeploy.model.architecture import Architecture
+from dsdeploy.model.gguf_check import check_gguf_files
+from dsdeploy.model.remote_code import custom_code, describe
+from dsdeploy.model.safetensors_check import check_safetensors
 from dsdeploy.modelfile import ModelInfo, read_config_info, read_gguf_info
 from dsdeploy.progress import ProgressBar, ProgressHook
 from dsdeploy.settings import HubSettings
@@ -123,6 +126,30 @@ def read_info(store: Store, files: list[StoredFile], fmt: str) -> ModelInfo:
     return read_config_info(store.blob_path(config.sha256))
 
 
+def check_files(store: Store, files: list[StoredFile], fmt: str, announce: Announce) -> None:
+    """The structure checks at the door: a malformed weights file is moved to the quarantine
+    and no manifest is written, so nothing names it and ``gc`` takes the rest."""
+    weights = sorted((f for f in files if f.path.endswith(f".{fmt}")), key=lambda f: f.path)
+    try:
+        if fmt == "gguf":
+            paths = [store.blob_path(f.sha256) for f in weights]
+            check_gguf_files(paths, [f.path for f in weights])
+        elif fmt == "safetensors":
+            for stored in weights:
+                check_safetensors(store.blob_path(stored.sha256), stored.path)
+    except ModelFileRejected as exc:
+        bad = next((f for f in weights if f.path == exc.file), None)
+        if bad is not None and bad.sha256 not in store.referenced_blobs():
+            store.quarantine_file(store.blob_path(bad.sha256), bad.path)
+        raise
+    found = custom_code({f.path: store.blob_path(f.sha256) for f in files})
+    if found:
+        announce(
+            f"warning: {describe(found)}; dsdeploy never runs a checkpoint's own code "
+            "(trust_remote_code stays off) and will not convert this one to GGUF"
+        )
+
+
 def check_fit(
     files: list[RemoteFile], store: Store, announce: Announce, architecture: Architecture | None
 ) -> Fit:
@@ -165,6 +192,7 @@ def pull(
                 before = sum(f.size for f in files)
                 files.append(source.fetch(remote, store, offset(progress, before, total)))
         fmt = entry.format or model_format(remotes)
+        check_files(store, files, fmt, announce)
         manifest = Manifest(
             name=entry.name,
             source=entry.source,

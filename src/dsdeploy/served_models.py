@@ -22,6 +22,7 @@ from dsdeploy.errors import ConfigError
 from dsdeploy.eval.quant_results import load_quant_eval
 from dsdeploy.gguf_parts import split_part
 from dsdeploy.hardware import Hardware
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
 from dsdeploy.planner.measured import add_measured_quality
@@ -43,11 +44,15 @@ def served_names(store: Store, requested: list[str]) -> list[str]:
 
 
 def stored_or_pulled(settings: Settings, store: Store, name: str, console: Console) -> Manifest:
+    """The model's manifest, once its files pass the structure checks: before the engine is
+    even looked for, so a malformed file stops ``serve`` before any process starts."""
     manifest = store.manifest(name)
     if manifest is None:
         manifest = pull(
             catalog.get(name), store, settings.hub, partial(byte_progress, console=console)
         )
+    if manifest.weights.encrypted is None:  # encrypted ones were checked before encryption
+        ModelChecks(settings.dirs.model_checks).require(store.materialize(manifest).entry)
     return manifest
 
 
@@ -93,6 +98,7 @@ def model_spec(
         engine_supervisor,
         model_launch,
         memory,
+        ModelChecks(settings.dirs.model_checks),
         manifest.name,
         settings.dirs.logs / f"engine-{manifest.name}.log",
         ready_timeout_s=settings.engine.ready_timeout_s,
@@ -110,13 +116,14 @@ def model_spec(
 def engine_supervisor(
     launch: ModelLaunch,
     memory: Callable[[], SealedWeights] | None,
+    checks: ModelChecks,
     *args: Any,
     **options: Any,
 ) -> Supervisor:
     """One engine's supervisor; encrypted weights get a memfd of their own, made when it
     starts and closed when it stops for good (a swap's new engine has its own)."""
     weights = memory() if memory is not None else None
-    engine = build_engine("llama.cpp", replace(launch, weights=weights))
+    engine = build_engine("llama.cpp", replace(launch, weights=weights), checks)
     return Supervisor(engine, *args, weights=weights, **options)
 
 

@@ -54,6 +54,7 @@ def build_app() -> typer.Typer:
     models_app.command("show")(models.models_show)
     models_app.command("rm")(models.models_rm)
     models_app.command("verify")(models.models_verify)
+    models_app.command("check")(models.models_check)
     models_app.command("gc")(models.models_gc)
     app.add_typer(models_app, name="models")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +14,7 @@ from rich.table import Table
 from dsdeploy import chat_template
 from dsdeploy.cli.common import console, fail, load_settings
 from dsdeploy.errors import DsdeployError
+from dsdeploy.model.file_checks import check_entry, model_files
 from dsdeploy.progress import byte_progress
 from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import target
@@ -113,6 +116,31 @@ def models_verify(
     if bad:
         console.print(f"[red]error:[/] {bad} corrupt file(s); pull those models again")
         raise typer.Exit(1)
+
+
+def models_check(
+    target: Annotated[
+        str, typer.Argument(help="Model name in the store, or a .gguf file or checkpoint folder.")
+    ],
+) -> None:
+    """Check a model's file structure as serve, bench and eval do before an engine opens it."""
+    path = Path(target)
+    try:
+        if path.exists():
+            entry = path
+        else:
+            store = Store(load_settings().dirs.models)
+            entry = store.materialize(store.get(target)).entry
+        started = time.perf_counter()
+        check_entry(entry)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    console.print(
+        f"{target}: ok, {len(model_files(entry))} file(s) well formed ({elapsed_ms:.0f} ms)",
+        markup=False,
+        highlight=False,
+    )
 
 
 def models_gc() -> None:

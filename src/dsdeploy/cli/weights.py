@@ -8,6 +8,7 @@ import typer
 
 from dsdeploy.cli.common import console, describe, fail, load_settings
 from dsdeploy.errors import DsdeployError
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.security.weights_key import create_key_file, key_file, load_kek
 from dsdeploy.security.weights_store import Converted, decrypt_models, encrypt_models
 from dsdeploy.settings import Settings
@@ -45,6 +46,13 @@ def keygen_weights(weights_key_file: KeyFile = None) -> None:
 def convert(settings: Settings, models: list[str], encrypting: bool) -> list[Converted]:
     kek = load_kek(settings.security, settings.dirs.config)
     store = Store(settings.dirs.models)
+    if encrypting:
+        # Serving trusts decrypted weights because they passed the checks in the clear.
+        checks = ModelChecks(settings.dirs.model_checks)
+        for name in models:
+            manifest = store.get(name)
+            if manifest.weights.encrypted is None:
+                checks.require(store.materialize(manifest).entry)
     return (encrypt_models if encrypting else decrypt_models)(store, models, kek)
 
 

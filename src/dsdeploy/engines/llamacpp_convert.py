@@ -3,6 +3,8 @@
 The converter belongs to the same llama.cpp tree as the engine we build, so a GGUF it
 writes is one that engine loads. It needs torch, transformers and sentencepiece
 (``pip install 'dsdeploy[convert]'``); it puts the tree's own ``gguf-py`` first on its path.
+It loads some tokenizers with ``trust_remote_code=True``, so a checkpoint that names custom
+code (``auto_map``) is refused before it runs (``model.remote_code``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from dsdeploy.engines.llamacpp_install import source_tree
 from dsdeploy.engines.llamacpp_tools import run_tool
 from dsdeploy.errors import ConfigError
+from dsdeploy.model.remote_code import refuse_custom_code
 from dsdeploy.paths import Dirs
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
@@ -25,6 +28,7 @@ def convert_to_gguf(dirs: Dirs, checkpoint: Path, out: Path, outtype: str = "f16
         raise ConfigError(f"unknown converter type {outtype!r}; use one of {OUTTYPES}")
     if not (checkpoint / "config.json").exists():
         raise ConfigError(f"{checkpoint} has no config.json: not a Hugging Face checkpoint")
+    refuse_custom_code(checkpoint)
     converter = source_tree(dirs) / "convert_hf_to_gguf.py"
     out.parent.mkdir(parents=True, exist_ok=True)
     run_tool(

@@ -1,5 +1,6 @@
 """Engines by name. Serve, bench and eval build an engine here and know only ``Engine``;
-adding an engine is one new adapter and one line in ``BUILDERS``."""
+adding an engine is one new adapter and one line in ``BUILDERS``. No engine is built for a
+model whose files have not passed the structure checks (``model.file_checks``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from dsdeploy.engines.base import Engine, MemoryWeights
 from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.planner.launch_plan import LaunchPlan
 
 
@@ -41,8 +43,14 @@ def llamacpp(launch: ModelLaunch) -> Engine:
 BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {"llama.cpp": llamacpp}
 
 
-def build_engine(name: str, launch: ModelLaunch) -> Engine:
+def build_engine(name: str, launch: ModelLaunch, checks: ModelChecks) -> Engine:
+    """The engine for ``launch``, once its model files pass ``checks`` (``ModelFileRejected``
+    otherwise): engine parsers have had memory-safety bugs on malformed files."""
     builder = BUILDERS.get(name)
     if builder is None:
         raise ConfigError(f"unknown engine {name!r}; engines: {', '.join(sorted(BUILDERS))}")
+    if launch.weights is None:
+        checks.require(launch.model_path)
+    # Encrypted weights were checked in the clear before they were encrypted, and their
+    # decryption is verified against that plaintext's sha256: the engine reads those bytes.
     return builder(launch)

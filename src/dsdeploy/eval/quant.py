@@ -36,6 +36,7 @@ from dsdeploy.eval.quantize import (
     weight_types,
 )
 from dsdeploy.hardware import probe
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.progress import step_progress
 from dsdeploy.settings import Settings
 from dsdeploy.store import Manifest, Store
@@ -136,7 +137,12 @@ def evaluate_quantizations(
         threads=window.threads,
     )
     types = check_types(requested or list(DEFAULT_TYPES), known_types(tools.quantize))
-    source = Store(settings.dirs.models).materialize(manifest).entry  # part 1 of a split GGUF
+    store = Store(settings.dirs.models)
+    source = store.materialize(manifest).entry  # part 1 of a split GGUF
+    checks = ModelChecks(settings.dirs.model_checks)  # llama-quantize/-perplexity parse them
+    checks.require(source)
+    if reference is not None and reference.is_file():
+        checks.require(reference)
     work_root = settings.dirs.cache / "evals"
     work_root.mkdir(parents=True, exist_ok=True)
     with (

@@ -16,6 +16,7 @@ from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.errors import EngineNotInstalled, EvalError
 from dsdeploy.eval.tasks import Item, TaskSet
 from dsdeploy.hardware import probe
+from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.planner.launch_plan import LaunchPlan
 from dsdeploy.progress import ProgressHook
 from dsdeploy.runtime.supervisor import Supervisor
@@ -100,7 +101,11 @@ async def score_gguf(
         ctx_per_slot=CTX_PER_SLOT,
         parallel=concurrency,
     )
-    engine = build_engine("llama.cpp", ModelLaunch(installed.binary, path, name, launch))
+    engine = build_engine(
+        "llama.cpp",
+        ModelLaunch(installed.binary, path, name, launch),
+        ModelChecks(settings.dirs.model_checks),
+    )
     supervisor = Supervisor(
         engine,
         name,
@@ -118,6 +123,16 @@ async def score_gguf(
         await supervisor.stop()
 
 
+def check_files(settings: Settings, ggufs: list[Path]) -> None:
+    """Every file present and well formed, before any question is asked."""
+    missing = [str(path) for path in ggufs if not path.is_file()]
+    if missing:
+        raise EvalError(f"no such GGUF file: {', '.join(missing)}")
+    checks = ModelChecks(settings.dirs.model_checks)
+    for path in ggufs:
+        checks.require(path)
+
+
 def evaluate_tasks(
     settings: Settings,
     target_specs: list[str],
@@ -132,9 +147,7 @@ def evaluate_tasks(
         raise EvalError("nothing to evaluate: give --target NAME=URL or --gguf FILE")
     if concurrency < 1:
         raise EvalError("--concurrency must be at least 1")
-    missing = [str(path) for path in ggufs if not path.is_file()]
-    if missing:
-        raise EvalError(f"no such GGUF file: {', '.join(missing)}")
+    check_files(settings, ggufs)
 
     per_deployment = sum(len(s.items) for s in sets)
     deployments = len(targets) + len(ggufs)
