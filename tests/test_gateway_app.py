@@ -130,6 +130,26 @@ def test_body_over_the_cap_is_413_in_each_apis_shape(client: TestClient) -> None
     assert messages.json()["error"]["type"] == "request_too_large"
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/chat/completions", "max_tokens"),
+        ("/v1/messages", "max_tokens"),
+        ("/v1/chat/completions", "n"),
+    ],
+)
+def test_integer_fields_take_numbers_without_a_fraction_as_json_schema_does(
+    client: TestClient, path: str, field: str
+) -> None:
+    body = {"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    whole = client.post(path, json=body | {field: 1.0})
+    assert whole.status_code in (503, 529)  # valid: it went on to the (stopped) engine
+    for refused in (1.5, "1"):
+        answer = client.post(path, json=body | {field: refused})
+        assert answer.status_code == 400
+        assert field in answer.text
+
+
 def test_events_split_across_chunks_are_parsed_whole() -> None:
     parser = SseParser()
     stream = (

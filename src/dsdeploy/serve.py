@@ -19,6 +19,7 @@ from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.server import uvicorn_config
+from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
@@ -117,19 +118,23 @@ def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
     """``hooks`` join every API request's pipeline (see ``gateway.hooks``)."""
-    gateway = settings.gateway
+    gateway, security = settings.gateway, settings.security
     check_port_free(gateway.host, gateway.port)
+    if security.tls_cert is not None and security.tls_key is not None:
+        check_tls_files(security.tls_cert, security.tls_key)
     auth = open_auth(settings, console)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn_config(create_app(pool, gateway, hooks, auth), gateway)
+    app = create_app(pool, gateway, hooks, auth, security)
+    config = uvicorn_config(app, gateway, security)
+    scheme = "https" if security.tls_cert is not None else "http"
 
     async def main() -> None:
         try:
             await pool.start()
             console.print(
-                f"OpenAI API at http://{settings.gateway.host}:{settings.gateway.port}/v1 "
+                f"OpenAI API at {scheme}://{gateway.host}:{gateway.port}/v1 "
                 f"(models: {', '.join(pool.model_names())})"
             )
             await uvicorn.Server(config).serve()

@@ -8,10 +8,11 @@ variable names stay flat (``DSDEPLOY_PORT``, not ``DSDEPLOY_GATEWAY__PORT``).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dsdeploy.paths import Dirs, resolve_dirs
@@ -177,6 +178,35 @@ class SecuritySettings(BaseSettings):
         description="Redis for rate limits shared by several gateway replicas, e.g. "
         "redis://host:6379/0 (default: limits kept in this process's memory).",
     )
+    allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Client addresses or networks (CIDR, IPv4 or IPv6) allowed to use the "
+        "gateway, /health included; others get 403 (default: any address).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "header names the client (default: none; the header is ignored).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may address the gateway by, besides localhost, "
+        "127.0.0.1, [::1] and the bind address; others get 421 (DNS rebinding defence). "
+        "'*' accepts any.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (https://app.example.com) allowed to call the API "
+        "across origins (default: none).",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) to serve HTTPS with; needs --tls-key."
+    )
+    tls_key: Path | None = Field(
+        None,
+        description="PEM private key of --tls-cert; must not be readable by other users.",
+    )
+
     require_keys: bool = Field(
         False,
         description="Refuse every request without a valid API key even while no key exists "
@@ -216,6 +246,23 @@ class SecuritySettings(BaseSettings):
         description="The weights key itself, 64 hex digits: a last resort, since a process's "
         "environment is readable by its owner and root; prefer a key file or a credential.",
     )
+
+    @field_validator("allow_ips", "trusted_proxies")
+    @classmethod
+    def networks(cls, values: list[str]) -> list[str]:
+        """An address or network that does not parse is an error now, not a silent miss."""
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+        return values
+
+    @model_validator(mode="after")
+    def tls_pair(self) -> SecuritySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together; give both or neither")
+        return self
 
 
 class Settings(BaseSettings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +28,14 @@ def serve(
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
+    allow_ip: Annotated[list[str] | None, typer.Option(help=describe("allow_ips"))] = None,
+    trusted_proxy: Annotated[
+        list[str] | None, typer.Option(help=describe("trusted_proxies"))
+    ] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help=describe("allowed_hosts"))] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(help=describe("cors_origins"))] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help=describe("tls_cert"))] = None,
+    tls_key: Annotated[Path | None, typer.Option(help=describe("tls_key"))] = None,
     require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
     insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
     weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
@@ -45,6 +54,12 @@ def serve(
         memory_budget=memory_budget,
         preload=preload,
         pin=pin,
+        allow_ips=allow_ip,
+        trusted_proxies=trusted_proxy,
+        allowed_hosts=allowed_host,
+        cors_origins=cors_origin,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
         insecure_no_auth=insecure_no_auth or None,
         weights_key_file=weights_key_file,

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from dsdeploy import __version__
 from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
+from dsdeploy.gateway.network import NetworkGuard, NetworkPolicy
 from dsdeploy.gateway.openapi import DocumentedApp
 from dsdeploy.gateway.pipeline import RequestContextMiddleware
 from dsdeploy.gateway.proxy import EngineProxy
@@ -21,9 +23,9 @@ from dsdeploy.gateway.routes_anthropic import anthropic_router
 from dsdeploy.gateway.routes_openai import openai_router
 from dsdeploy.gateway.routes_ops import ops_router
 from dsdeploy.gateway.upstream import UpstreamPool
-from dsdeploy.settings import GatewaySettings
+from dsdeploy.settings import GatewaySettings, SecuritySettings
 
-ERROR_SHAPES = [(ANTHROPIC_PREFIX, ANTHROPIC)]
+ERROR_SHAPES = ((ANTHROPIC_PREFIX, ANTHROPIC),)
 """Paths whose errors take another API's shape than OpenAI's."""
 
 
@@ -32,10 +34,14 @@ def create_app(
     settings: GatewaySettings,
     hooks: Iterable[Hook] = (),
     auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen, so one shared default is safe)
+    security: SecuritySettings | None = None,
 ) -> FastAPI:
     """The app routes to the pool's engines; the pool's owner starts and stops them.
     More hooks may be added (``app.state.hooks.add``) until it serves. Every path but the
-    probes is behind ``auth`` (see ``gateway.auth``)."""
+    probes is behind ``auth`` (see ``gateway.auth``).
+
+    ``security`` (what ``serve`` always passes) puts the network guard and CORS in front of
+    auth; without it the app is for in-process use only (tests), with no network checks."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,8 +56,21 @@ def create_app(
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.hooks = Hooks([ModelAllowlist(), *hooks] if auth.keys is not None else hooks)
+    # The last added runs first: context, network guard, CORS (a preflight carries no
+    # key), auth, app.
     app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)
-    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)  # outside: ctx first
+    if security is not None:
+        if security.cors_origins:
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=security.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["*"],  # the official SDKs send many x-stainless-* headers
+                expose_headers=["x-request-id"],
+            )
+        policy = NetworkPolicy.from_settings(settings, security)
+        app.add_middleware(NetworkGuard, policy=policy, shapes=ERROR_SHAPES)
+    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
     install_error_handlers(app, ERROR_SHAPES)
     app.include_router(ops_router())
     app.include_router(openai_router())

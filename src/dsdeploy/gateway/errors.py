@@ -35,6 +35,7 @@ OPENAI_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    421: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
 }
@@ -45,6 +46,7 @@ ANTHROPIC_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "request_too_large",
+    421: "invalid_request_error",
     429: "rate_limit_error",
     529: "overloaded_error",
 }
@@ -173,7 +175,7 @@ def shape_for_path(path: str, shapes: Sequence[tuple[str, ErrorShape]]) -> Error
 
 
 def install_error_handlers(app: FastAPI, shapes: Sequence[tuple[str, ErrorShape]]) -> None:
-    """``shapes``: path prefixes whose errors take another API's shape than OpenAI's."""
+    """``shapes``: as for ``shape_for_path``."""
 
     def shape_for(request: Request) -> ErrorShape:
         return shape_for_path(request.url.path, shapes)

@@ -140,7 +140,8 @@ async def answer(
 
 class RequestContextMiddleware:
     """Gives every HTTP request its context and ``x-request-id``, and runs the ``after``
-    hooks of pipeline requests once the answer is over (sent, failed or abandoned)."""
+    hooks of pipeline requests, and of requests refused before routing, once the answer
+    is over (sent, failed or abandoned)."""
 
     def __init__(self, app: ASGIApp, hooks: Hooks) -> None:
         self.app = app
@@ -167,5 +168,6 @@ class RequestContextMiddleware:
             raise
         finally:
             ctx.timings.done = time.monotonic()
-            if ctx.route is not None and self.hooks:
+            refused = ctx.decision != "allowed"  # by the network guard or auth: audited too
+            if (ctx.route is not None or refused) and self.hooks:
                 await self.hooks.after(ctx)

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from dsdeploy.gateway.auth import may_use, not_allowed
-from dsdeploy.gateway.errors import OPENAI
+from dsdeploy.gateway.errors import OPENAI, OpenAIErrorBody
 from dsdeploy.gateway.openapi import add_endpoint
 from dsdeploy.gateway.pipeline import Endpoint, unknown_model
 from dsdeploy.gateway.schemas import (
@@ -98,7 +98,10 @@ def openai_router() -> APIRouter:
         names = [name for name in pool.model_names() if may_use(key, name)]
         return {"object": "list", "data": [model_card(request, name) for name in names]}
 
-    @router.get("/v1/models/{model_id}")
+    @router.get(
+        "/v1/models/{model_id}",
+        responses={404: {"description": "no such model", "model": OpenAIErrorBody}},
+    )
     async def get_model(request: Request, model_id: str) -> dict[str, Any]:
         pool: UpstreamPool = request.app.state.pool
         if not may_use(request.state.ctx.key, model_id):

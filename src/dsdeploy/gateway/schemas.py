@@ -8,13 +8,30 @@ The same models describe the request bodies in ``/openapi.json``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.config import JsonDict
 
 from dsdeploy.gateway.errors import MAX_ECHO, ApiError, clip
 
-TokenIds = list[int]
+
+def whole_number(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``49.0`` (and so do JavaScript clients, which
+    have no other number), while strict pydantic refuses it; strings stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[int, BeforeValidator(whole_number)]
+"""An integer field: a number with no fraction."""
+TokenIds = list[Whole]
 PromptInput = str | list[str] | TokenIds | list[TokenIds]
 
 
@@ -46,18 +63,28 @@ class StreamOptions(WireModel):
     include_usage: bool = False
 
 
+STREAM_OPTIONS_NEED_STREAM: JsonDict = {
+    "if": {"required": ["stream_options"], "properties": {"stream_options": {"type": "object"}}},
+    "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+}
+"""The rule below, stated in ``/openapi.json`` too, so clients and fuzzers generated from
+it know it (schemathesis sent such bodies as valid and got a 400)."""
+
+
 class SamplingRequest(StreamableRequest):
     """Fields shared by chat and text completions."""
 
+    model_config = ConfigDict(json_schema_extra=STREAM_OPTIONS_NEED_STREAM)
+
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Whole | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int = Field(
+    n: Whole = Field(
         1, ge=1, le=128, description="Choices to generate; at most the model's parallel slots."
     )
     stop: str | list[str] | None = Field(None, max_length=16)
-    seed: int | None = None
+    seed: Whole | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
 
@@ -79,7 +106,7 @@ class ChatMessage(WireModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: Whole | None = Field(None, ge=1)
 
 
 class CompletionRequest(SamplingRequest):
@@ -97,7 +124,7 @@ class ResponsesRequest(StreamableRequest):
 
     input: str | list[dict[str, Any]]
     instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: Whole | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
 
@@ -105,7 +132,7 @@ class ResponsesRequest(StreamableRequest):
 class TokenizeRequest(ModelRequest):
     """llama.cpp's ``/tokenize``; ``model`` is dsdeploy's addition, to route it."""
 
-    content: str | list[int | str]
+    content: str | list[Whole | str]
     add_special: bool = False
     parse_special: bool = True
     with_pieces: bool = False
@@ -114,7 +141,7 @@ class TokenizeRequest(ModelRequest):
 class DetokenizeRequest(ModelRequest):
     """llama.cpp's ``/detokenize``; ``model`` is dsdeploy's addition, to route it."""
 
-    tokens: list[int]
+    tokens: list[Whole]
 
 
 def parse_request(schema: type[T], body: bytes) -> T:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from dsdeploy.gateway.schemas import ModelRequest, StreamableRequest, WireModel
+from dsdeploy.gateway.schemas import ModelRequest, StreamableRequest, Whole, WireModel
 
 ContentBlocks = list[dict[str, Any]]
 
@@ -27,10 +27,10 @@ class AnthropicPrompt(ModelRequest):
 
 
 class MessagesRequest(AnthropicPrompt, StreamableRequest):
-    max_tokens: int = Field(ge=1)
+    max_tokens: Whole = Field(ge=1)
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0)
+    top_k: Whole | None = Field(None, ge=0)
     stop_sequences: list[str] | None = Field(None, max_length=16)
 
 

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dsdeploy.gateway.errors import OPENAI, ApiError
-from dsdeploy.settings import GatewaySettings
+from dsdeploy.settings import GatewaySettings, SecuritySettings
 
 LINGER_S = 10.0
 """How long the rest of a refused body is read and dropped: 1.25 GB at 1 Gbit/s."""
@@ -125,7 +125,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.arm_deadline()  # closed when the client closes, or at the deadline
 
 
-def uvicorn_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI, settings: GatewaySettings, security: SecuritySettings | None = None
+) -> uvicorn.Config:
+    """``security`` gives the TLS pair (checked first with ``tls.check_tls_files``).
+    uvicorn's own X-Forwarded-For handling stays off: it trusts 127.0.0.1 by default, and
+    the network guard decides the client address from ``trusted_proxies`` alone."""
+
     class LimitedHttpProtocol(GuardedHttpProtocol):
         max_connections = settings.max_connections
         max_header_bytes = settings.max_header_bytes
@@ -141,4 +147,7 @@ def uvicorn_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
         access_log=settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=30,
+        proxy_headers=False,
+        ssl_certfile=None if security is None else security.tls_cert,
+        ssl_keyfile=None if security is None else security.tls_key,
     )
