@@ -16,12 +16,16 @@ from rich.console import Console
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.security.audit import AuditLog, audit_url
+from dsdeploy.security.audit_writer import AuditWriter
+from dsdeploy.security.redact import default_redactor
 from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -93,6 +97,17 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def audit_writer(settings: Settings) -> AuditWriter | None:
+    """The audit chain's writer, or None with ``--no-audit``; opened before anything
+    starts, so a database that cannot be reached fails the start, not the first request."""
+    security = settings.security
+    if not security.audit:
+        return None
+    log = AuditLog.open(audit_url(security, settings.dirs.data))
+    redact = default_redactor() if security.audit_content == "redacted" else None
+    return AuditWriter(log, redact=redact)
+
+
 def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
@@ -102,7 +117,9 @@ def serve(
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn_config(create_app(pool, gateway, hooks), gateway)
+    writer = audit_writer(settings)
+    audit = RequestAudit(writer, settings.security.audit_content) if writer else None
+    config = uvicorn_config(create_app(pool, gateway, hooks, audit), gateway)
 
     async def main() -> None:
         try:
@@ -115,4 +132,10 @@ def serve(
         finally:
             await pool.stop()
 
-    run_event_loop(main())
+    if writer is not None:
+        writer.start()
+    try:
+        run_event_loop(main())
+    finally:
+        if writer is not None:
+            writer.close()  # every record of a request that was answered is written

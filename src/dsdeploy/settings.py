@@ -177,6 +177,16 @@ class SecuritySettings(BaseSettings):
         description="Redis for rate limits shared by several gateway replicas, e.g. "
         "redis://host:6379/0 (default: limits kept in this process's memory).",
     )
+    audit: bool = Field(
+        True,
+        description="Keep a hash-chained audit record of every request (who, what route and "
+        "model, status, tokens, timings; never prompt text or keys) in audit.db or db_url.",
+    )
+    audit_content: Literal["off", "redacted"] = Field(
+        "off",
+        description="Also keep each request's prompt in its audit record: off, or redacted "
+        "(ID numbers, phones, emails, cards, addresses and names replaced first).",
+    )
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dsdeploy import __version__
-from dsdeploy.cli import bench, engine, evaluate, models, planning, serving
+from dsdeploy.cli import audit, bench, engine, evaluate, models, planning, serving
 
 
 def version_callback(value: bool) -> None:
@@ -52,6 +52,11 @@ def build_app() -> typer.Typer:
     eval_app.command("quant")(evaluate.eval_quant_command)
     eval_app.command("tasks")(evaluate.eval_tasks_command)
     app.add_typer(eval_app, name="eval")
+
+    audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+    audit_app.command("verify")(audit.audit_verify)
+    audit_app.command("export")(audit.audit_export)
+    app.add_typer(audit_app, name="audit")
     return app
 
 

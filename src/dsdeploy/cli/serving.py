@@ -27,6 +27,12 @@ def serve(
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
+    audit: Annotated[
+        bool | None, typer.Option("--audit/--no-audit", help=describe("audit"))
+    ] = None,
+    audit_content: Annotated[
+        str | None, typer.Option(help=describe("audit_content"), metavar="off|redacted")
+    ] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -42,6 +48,8 @@ def serve(
         memory_budget=memory_budget,
         preload=preload,
         pin=pin,
+        audit=audit,
+        audit_content=audit_content,
     )
     try:
         run_server(settings, models or [], console)

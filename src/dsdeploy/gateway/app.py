@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dsdeploy import __version__
+from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.openapi import DocumentedApp
@@ -24,10 +25,13 @@ from dsdeploy.settings import GatewaySettings
 
 
 def create_app(
-    pool: UpstreamPool, settings: GatewaySettings, hooks: Iterable[Hook] = ()
+    pool: UpstreamPool,
+    settings: GatewaySettings,
+    hooks: Iterable[Hook] = (),
+    audit: RequestAudit | None = None,
 ) -> FastAPI:
-    """The app routes to the pool's engines; the pool's owner starts and stops them.
-    More hooks may be added (``app.state.hooks.add``) until it serves."""
+    """The app routes to the pool's engines; the pool's owner starts and stops them (and
+    the audit's writer). More hooks may be added (``app.state.hooks.add``) until it serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,8 +45,12 @@ def create_app(
     app.state.pool = pool
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
-    app.state.hooks = Hooks(hooks)
-    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
+    app.state.hooks = Hooks([*hooks, *(audit.hooks if audit else ())])
+    app.add_middleware(
+        RequestContextMiddleware,
+        hooks=app.state.hooks,
+        finished=audit.record if audit else None,
+    )
     install_error_handlers(app, [(ANTHROPIC_PREFIX, ANTHROPIC)])
     app.include_router(ops_router())
     app.include_router(openai_router())
