@@ -139,3 +139,4 @@ def serve(
     finally:
         if writer is not None:
             writer.close()  # every record of a request that was answered is written
+            writer.audit.close()

@@ -34,7 +34,9 @@ def open_log() -> AuditLog:
 def audit_verify() -> None:
     """Check every record of the audit chain; exit 1 naming the first one edited, deleted
     or out of place."""
-    result = open_log().verify()
+    log = open_log()
+    result = log.verify()
+    log.close()
     if result.broken is not None:
         console.print(
             f"[red]audit chain broken[/] at {result.broken} "
@@ -83,4 +85,5 @@ def audit_export(
     target: IO[str]
     with out.open("w", newline="", encoding="utf-8") if out else nullcontext(sys.stdout) as target:
         written = log.export(target, start, end, fmt)
+    log.close()
     console.print(f"{written} records exported", highlight=False)

@@ -166,6 +166,9 @@ class AuditLog:
     def open(cls, url: str) -> AuditLog:
         return cls(open_database(url))
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     def append(self, records: Sequence[AuditRecord]) -> int:
         """Add ``records`` at the end of the chain in one transaction; the sequence number
         of the last one."""
@@ -230,10 +233,10 @@ def broken_link(conn: Connection, seq: int, prev_hash: str) -> Broken:
     """Why a record's ``prev_hash`` is not its predecessor's hash."""
     linked = seq_of_hash(conn, prev_hash)
     if linked is not None and linked > seq:
-        return Broken(seq, f"reordered: it follows record {linked}, which now comes after it")
+        return Broken(seq, f"reordered: it belongs after record {linked}")
     if linked is not None:
-        return Broken(seq, f"records {linked + 1}-{seq - 1} were deleted before it")
-    return Broken(seq, "edited: its link to the previous record was changed")
+        return Broken(seq, f"reordered or records deleted: it belongs after record {linked}")
+    return Broken(seq, "the record before it was deleted or edited (its link does not match)")
 
 
 def verify_chain(conn: Connection) -> Verified:
