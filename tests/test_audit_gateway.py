@@ -21,6 +21,7 @@ from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.errors import ApiError
 from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.proxy import error_type
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.security.audit import AuditLog
@@ -194,3 +195,10 @@ def test_redacted_content_keeps_the_prompt_without_its_personal_data(tmp_path: P
         assert gateway.client.post("/v1/chat/completions", json=chat, headers=headers).is_success
         (row,) = gateway.rows()
         assert row["content"] == "我叫[NAME]，身份证[ID]，邮箱[EMAIL]，请总结。"
+
+
+def test_engine_errors_are_logged_by_type_never_by_message() -> None:
+    quoted = {"error": {"type": "server_error", "message": f"cannot parse '{CANARIES[1]}'"}}
+    assert error_type(json.dumps(quoted).encode()) == "server_error"
+    crash = f"crash near {CANARIES[3]}".encode()
+    assert error_type(crash) == f"{len(crash)} bytes, not JSON"
