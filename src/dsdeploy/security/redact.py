@@ -88,7 +88,8 @@ PATTERNS = (
     Pattern(
         "email", re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", re.ASCII)
     ),
-    Pattern("card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), luhn_valid),
+    # Card numbers start 2-6 (Mastercard 2/5, Amex/JCB/Diners 3, Visa 4, UnionPay/Discover 6).
+    Pattern("card", re.compile(r"(?<![\d-])[2-6](?:[ -]?\d){12,18}(?![\d-])"), luhn_valid),
     Pattern("phone", re.compile(r"(?<![\d+])(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?!\d)")),
     Pattern("ip", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), ip_valid),
     Pattern(
@@ -200,18 +201,30 @@ class EnglishNames:
 
     def find(self, text: str) -> Iterator[Span]:
         words = list(WORD.finditer(text))
-        for this, following in zip(words, words[1:], strict=False):
-            gap = text[this.end() : following.start()]
+        pairs = [
+            (this, following, text[this.end() : following.start()])
+            for this, following in zip(words, words[1:], strict=False)
+        ]
+        for index, (this, following, gap) in enumerate(pairs):
             first, last = this.group(), following.group()
-            if gap.strip(" .") or len(gap) > 2:  # noqa: PLR2004 (". " after a title)
-                continue
-            if (first in TITLES) or (
+            if first in TITLES and gap in (" ", ". "):
+                yield Span(following.start(), following.end(), "name")
+            elif (
                 gap == " "
                 and first not in NOT_FIRST
-                and (first.upper() in self._first or last.upper().split("-")[0] in self._last)
+                and (
+                    first.upper() in self._first
+                    or (self._surname(last) and not self._starts_name(pairs[index + 1 :]))
+                )
             ):
-                start = following.start() if first in TITLES else this.start()
-                yield Span(start, following.end(), "name")
+                yield Span(this.start(), following.end(), "name")
+
+    def _surname(self, word: str) -> bool:
+        return word.upper().split("-")[0] in self._last
+
+    def _starts_name(self, rest: list[tuple[re.Match[str], re.Match[str], str]]) -> bool:
+        """The next pair is a first name and a word (``Ask Mary Walker``): that is the name."""
+        return bool(rest) and rest[0][2] == " " and rest[0][0].group().upper() in self._first
 
 
 def merged(spans: Iterable[Span]) -> list[Span]:
