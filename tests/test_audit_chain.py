@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dsdeploy.bench.launch import free_port
 from dsdeploy.security.audit import AuditLog, AuditRecord, utc_now
 from dsdeploy.security.audit_writer import AuditWriter, Pending
 from dsdeploy.security.db import sqlite_url
@@ -203,3 +204,17 @@ def test_two_writers_on_one_postgresql_chain_keep_it_whole(postgres_url: str) ->
     assert result.intact, result.broken
     added = sum(1 + n % 3 for offset in range(4) for n in range(offset, offset + 100))
     assert result.records == before + added
+
+
+def test_serve_with_an_unreachable_audit_database_fails_in_one_line(isolated_home: Path) -> None:
+    port = str(free_port())
+    unreachable = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/audit"
+    done = run_cli(isolated_home, "serve", "--port", port, DSDEPLOY_DB_URL=unreachable)
+    assert done.returncode == 1
+    assert "cannot open the audit database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_refuses_an_unknown_audit_content_mode(isolated_home: Path) -> None:
+    done = run_cli(isolated_home, "serve", "--audit-content", "everything")
+    assert done.returncode == 2  # noqa: PLR2004
+    assert "audit_content" in done.stderr and "Traceback" not in done.stderr

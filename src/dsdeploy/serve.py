@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
@@ -103,7 +104,13 @@ def audit_writer(settings: Settings) -> AuditWriter | None:
     security = settings.security
     if not security.audit:
         return None
-    log = AuditLog.open(audit_url(security, settings.dirs.data))
+    try:
+        log = AuditLog.open(audit_url(security, settings.dirs.data))
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"cannot open the audit database ({type(exc).__name__}); check DSDEPLOY_DB_URL, "
+            "or serve with --no-audit"
+        ) from None
     redact = default_redactor() if security.audit_content == "redacted" else None
     return AuditWriter(log, redact=redact)
 
@@ -116,8 +123,8 @@ def serve(
     check_port_free(gateway.host, gateway.port)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
-    pool = prepare(settings, models, console)
     writer = audit_writer(settings)
+    pool = prepare(settings, models, console)
     audit = RequestAudit(writer, settings.security.audit_content) if writer else None
     config = uvicorn_config(create_app(pool, gateway, hooks, audit), gateway)
 
