@@ -29,6 +29,7 @@ from dsdeploy.security.audit_writer import AuditWriter
 from dsdeploy.security.db import sqlite_url
 from dsdeploy.security.redact import default_redactor
 from dsdeploy.settings import GatewaySettings
+from tests.conftest import run_cli, start_server
 from tests.stub_engine import StubEngine, stub_supervisor
 
 FAKE_KEY = "dsk_canary0key_7f3a9c2e5b1d4086aa11"
@@ -202,3 +203,30 @@ def test_engine_errors_are_logged_by_type_never_by_message() -> None:
     assert error_type(json.dumps(quoted).encode()) == "server_error"
     crash = f"crash near {CANARIES[3]}".encode()
     assert error_type(crash) == f"{len(crash)} bytes, not JSON"
+
+
+@pytest.mark.engine
+def test_serve_records_each_request_and_writes_them_all_on_shutdown(
+    model_home: Path, tmp_path: Path
+) -> None:
+    server = start_server(model_home, tmp_path / "serve.log", "--audit-content", "redacted")
+    try:
+        chat = server.api_client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": f"Say hi to {CANARIES[8]} ({CANARIES[3]})"}],
+            max_tokens=4,
+        )
+        assert server.api_client.with_raw_response.models.list().status_code == 200  # noqa: PLR2004
+    finally:
+        assert server.stop() == 0
+    done = run_cli(model_home, "audit", "export", "--since", "2000-01-01")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()][-2:]
+    assert [(r["route"], r["status"]) for r in records] == [
+        ("chat.completions", 200),
+        ("GET /v1/models", 200),
+    ]
+    assert records[0]["completion_tokens"] == chat.usage.completion_tokens  # type: ignore[union-attr]
+    assert records[0]["content"] == "Say hi to [NAME] ([EMAIL])"
+    assert leaks(done.stdout + server.log.read_text() + server.engine_log.read_text()) == []
+    assert run_cli(model_home, "audit", "verify").returncode == 0

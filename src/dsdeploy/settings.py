@@ -185,7 +185,7 @@ class SecuritySettings(BaseSettings):
     audit_content: Literal["off", "redacted"] = Field(
         "off",
         description="Also keep each request's prompt in its audit record: off, or redacted "
-        "(ID numbers, phones, emails, cards, addresses and names replaced first).",
+        "(ID numbers, phones, emails, cards, IP addresses and names replaced first).",
     )
 
 
