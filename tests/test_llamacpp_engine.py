@@ -34,6 +34,13 @@ def test_engine_listens_on_the_given_socket_with_the_store_name() -> None:
     assert "--offline" in argv
 
 
+def test_engine_logs_at_info_so_prompts_never_reach_its_log() -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "smollm2", LaunchPlan(4, 2048, 4))
+    argv = engine.argv(Path("e.sock"))
+    assert flag(argv, "--log-verbosity") == "3"
+    assert not {"-v", "--verbose", "--log-verbose"} & set(argv)
+
+
 def test_context_is_per_slot_times_slots() -> None:
     engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(2, 1024, 3))
     argv = engine.argv(Path("e.sock"))

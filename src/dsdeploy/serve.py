@@ -12,10 +12,12 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.server import uvicorn_config
@@ -24,9 +26,12 @@ from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.security.audit import AuditLog, audit_url
+from dsdeploy.security.audit_writer import AuditWriter
 from dsdeploy.security.exposure import auth_notice
 from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import KeyStore
+from dsdeploy.security.redact import default_redactor
 from dsdeploy.security.weights_memory import forbid_dumps
 from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
 from dsdeploy.settings import Settings
@@ -114,6 +119,23 @@ def open_auth(settings: Settings, console: Console) -> AuthConfig:
     return AuthConfig(keys=keys, metrics_token=security.metrics_token)
 
 
+def audit_writer(settings: Settings) -> AuditWriter | None:
+    """The audit chain's writer, or None with ``--no-audit``; opened before anything
+    starts, so a database that cannot be reached fails the start, not the first request."""
+    security = settings.security
+    if not security.audit:
+        return None
+    try:
+        log = AuditLog.open(audit_url(security, settings.dirs.data))
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"cannot open the audit database ({type(exc).__name__}); check DSDEPLOY_DB_URL, "
+            "or serve with --no-audit"
+        ) from None
+    redact = default_redactor() if security.audit_content == "redacted" else None
+    return AuditWriter(log, redact=redact)
+
+
 def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
@@ -125,8 +147,10 @@ def serve(
     auth = open_auth(settings, console)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
+    writer = audit_writer(settings)
     pool = prepare(settings, models, console)
-    app = create_app(pool, gateway, hooks, auth, security)
+    audit = RequestAudit(writer, security.audit_content) if writer else None
+    app = create_app(pool, gateway, hooks, auth, security, audit)
     config = uvicorn_config(app, gateway, security)
     scheme = "https" if security.tls_cert is not None else "http"
 
@@ -141,4 +165,11 @@ def serve(
         finally:
             await pool.stop()
 
-    run_event_loop(main())
+    if writer is not None:
+        writer.start()
+    try:
+        run_event_loop(main())
+    finally:
+        if writer is not None:
+            writer.close()  # every record of a request that was answered is written
+            writer.audit.close()

@@ -263,6 +263,16 @@ class SecuritySettings(BaseSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together; give both or neither")
         return self
+    audit: bool = Field(
+        True,
+        description="Keep a hash-chained audit record of every request (who, what route and "
+        "model, status, tokens, timings; never prompt text or keys) in audit.db or db_url.",
+    )
+    audit_content: Literal["off", "redacted"] = Field(
+        "off",
+        description="Also keep each request's prompt in its audit record: off, or redacted "
+        "(ID numbers, phones, emails, cards, IP addresses and names replaced first).",
+    )
 
 
 class Settings(BaseSettings):

@@ -9,6 +9,7 @@ import typer
 
 from dsdeploy import __version__
 from dsdeploy.cli import (
+    audit,
     bench,
     doctor,
     engine,
@@ -74,6 +75,10 @@ def build_app() -> typer.Typer:
     keys_app.command("revoke")(keys.keys_revoke)
     keys_app.command("rotate")(keys.keys_rotate)
     app.add_typer(keys_app, name="keys")
+    audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+    audit_app.command("verify")(audit.audit_verify)
+    audit_app.command("export")(audit.audit_export)
+    app.add_typer(audit_app, name="audit")
     return app
 
 

@@ -39,6 +39,12 @@ def serve(
     require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
     insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
     weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
+    audit: Annotated[
+        bool | None, typer.Option("--audit/--no-audit", help=describe("audit"))
+    ] = None,
+    audit_content: Annotated[
+        str | None, typer.Option(help=describe("audit_content"), metavar="off|redacted")
+    ] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -63,6 +69,8 @@ def serve(
         require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
         insecure_no_auth=insecure_no_auth or None,
         weights_key_file=weights_key_file,
+        audit=audit,
+        audit_content=audit_content,
     )
     try:
         run_server(settings, models or [], console)

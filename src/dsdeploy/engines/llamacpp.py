@@ -122,6 +122,10 @@ class LlamaCppEngine:
             "--offline",
             "--log-colors",
             "off",
+            # Info, pinned: at debug (5) llama-server logs each request body and prompt token,
+            # and the engine log must never hold prompt text.
+            "--log-verbosity",
+            "3",
         ]
         if launch.kv_type != "f16":
             # A quantized V cache needs flash attention; llama.cpp refuses it otherwise.

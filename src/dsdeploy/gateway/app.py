@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from dsdeploy import __version__
+from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
@@ -35,10 +36,12 @@ def create_app(
     hooks: Iterable[Hook] = (),
     auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen, so one shared default is safe)
     security: SecuritySettings | None = None,
+    audit: RequestAudit | None = None,
 ) -> FastAPI:
-    """The app routes to the pool's engines; the pool's owner starts and stops them.
-    More hooks may be added (``app.state.hooks.add``) until it serves. Every path but the
-    probes is behind ``auth`` (see ``gateway.auth``).
+    """The app routes to the pool's engines; the pool's owner starts and stops them (and
+    the audit's writer). More hooks may be added (``app.state.hooks.add``) until it serves.
+    Every path but the probes is behind ``auth`` (see ``gateway.auth``); ``audit`` records
+    every request, refused ones included.
 
     ``security`` (what ``serve`` always passes) puts the network guard and CORS in front of
     auth; without it the app is for in-process use only (tests), with no network checks."""
@@ -55,7 +58,8 @@ def create_app(
     app.state.pool = pool
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
-    app.state.hooks = Hooks([ModelAllowlist(), *hooks] if auth.keys is not None else hooks)
+    allowlist = [ModelAllowlist()] if auth.keys is not None else []
+    app.state.hooks = Hooks([*allowlist, *hooks, *(audit.hooks if audit else ())])
     # The last added runs first: context, network guard, CORS (a preflight carries no
     # key), auth, app.
     app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)
@@ -70,7 +74,11 @@ def create_app(
             )
         policy = NetworkPolicy.from_settings(settings, security)
         app.add_middleware(NetworkGuard, policy=policy, shapes=ERROR_SHAPES)
-    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
+    app.add_middleware(
+        RequestContextMiddleware,
+        hooks=app.state.hooks,
+        finished=audit.record if audit else None,
+    )
     install_error_handlers(app, ERROR_SHAPES)
     app.include_router(ops_router())
     app.include_router(openai_router())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -138,14 +138,19 @@ async def answer(
         raise
 
 
-class RequestContextMiddleware:
-    """Gives every HTTP request its context and ``x-request-id``, and runs the ``after``
-    hooks of pipeline requests, and of requests refused before routing, once the answer
-    is over (sent, failed or abandoned)."""
+Finished = Callable[[RequestContext, Scope], Awaitable[None]]
+"""Told of every HTTP request once its answer is over, whatever answered it (the audit)."""
 
-    def __init__(self, app: ASGIApp, hooks: Hooks) -> None:
+
+class RequestContextMiddleware:
+    """Gives every HTTP request its context and ``x-request-id``, runs the ``after`` hooks
+    of pipeline requests once the answer is over (sent, failed or abandoned), then tells
+    ``finished`` of every request, refused and unrouted ones included."""
+
+    def __init__(self, app: ASGIApp, hooks: Hooks, finished: Finished | None = None) -> None:
         self.app = app
         self.hooks = hooks
+        self.finished = finished
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -168,6 +173,7 @@ class RequestContextMiddleware:
             raise
         finally:
             ctx.timings.done = time.monotonic()
-            refused = ctx.decision != "allowed"  # by the network guard or auth: audited too
-            if (ctx.route is not None or refused) and self.hooks:
+            if ctx.route is not None and self.hooks:
                 await self.hooks.after(ctx)
+            if self.finished is not None:
+                await self.finished(ctx, scope)

@@ -12,6 +12,7 @@ connection is also how a request is cancelled: llama-server stops generating for
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -40,12 +41,23 @@ def unavailable(upstream: Upstream) -> ApiError:
     return ApiError(503, client_safe(upstream.unavailable_reason()), code="engine_unavailable")
 
 
+def error_type(payload: bytes) -> str:
+    """The engine error's ``type``, for the log; never its message, which may quote the
+    prompt (llama-server's parse and template errors do), and the log holds no prompt text."""
+    try:
+        error = json.loads(payload).get("error")
+    except (ValueError, AttributeError):
+        return f"{len(payload)} bytes, not JSON"
+    kind = error.get("type") if isinstance(error, dict) else None
+    return clip(kind, 64) if isinstance(kind, str) else "no error type"
+
+
 def engine_error(upstream: Upstream, status: int, payload: bytes, prompt_param: str) -> ApiError:
     """The engine's adapter says what its error means; anything else is a generic 502.
     The engine's text may quote the request, so it is clipped like any echo."""
     failure = upstream.translate_error(status, payload)
     if failure is None:
-        log.error("engine answered %d: %s", status, payload[:500])
+        log.error("engine answered %d (%s)", status, error_type(payload))
         return ApiError(502, "the engine failed to answer this request", code="engine_error")
     param = prompt_param if failure.code == "context_length_exceeded" else None
     message = clip(failure.message, 2 * MAX_ECHO)
