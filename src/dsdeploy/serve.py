@@ -17,6 +17,7 @@ from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.limits import LimitsHook
 from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
@@ -96,13 +97,15 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
 def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
-    """``hooks`` join every API request's pipeline (see ``gateway.hooks``)."""
+    """``hooks`` join every API request's pipeline (see ``gateway.hooks``), before the
+    limits (which read the key that an earlier hook admitted)."""
     gateway = settings.gateway
     check_port_free(gateway.host, gateway.port)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn_config(create_app(pool, gateway, hooks), gateway)
+    limits = LimitsHook(settings.security)
+    config = uvicorn_config(create_app(pool, gateway, [*hooks, limits]), gateway)
 
     async def main() -> None:
         try:
@@ -114,5 +117,6 @@ def serve(
             await uvicorn.Server(config).serve()
         finally:
             await pool.stop()
+            await limits.aclose()
 
     run_event_loop(main())

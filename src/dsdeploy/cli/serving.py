@@ -27,6 +27,20 @@ def serve(
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
+    redis_url: Annotated[str | None, typer.Option(help=describe("redis_url"))] = None,
+    max_output_tokens: Annotated[
+        int | None, typer.Option(help=describe("max_output_tokens"))
+    ] = None,
+    max_choices: Annotated[int | None, typer.Option(help=describe("max_choices"))] = None,
+    max_stop_sequences: Annotated[
+        int | None, typer.Option(help=describe("max_stop_sequences"))
+    ] = None,
+    max_stop_chars: Annotated[int | None, typer.Option(help=describe("max_stop_chars"))] = None,
+    max_messages: Annotated[int | None, typer.Option(help=describe("max_messages"))] = None,
+    max_queued_requests: Annotated[
+        int | None, typer.Option(help=describe("max_queued_requests"))
+    ] = None,
+    body_timeout: Annotated[float | None, typer.Option(help=describe("body_timeout_s"))] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -42,6 +56,14 @@ def serve(
         memory_budget=memory_budget,
         preload=preload,
         pin=pin,
+        redis_url=redis_url,
+        max_output_tokens=max_output_tokens,
+        max_choices=max_choices,
+        max_stop_sequences=max_stop_sequences,
+        max_stop_chars=max_stop_chars,
+        max_messages=max_messages,
+        max_queued_requests=max_queued_requests,
+        body_timeout_s=body_timeout,
     )
     try:
         run_server(settings, models or [], console)

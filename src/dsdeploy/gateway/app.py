@@ -41,6 +41,7 @@ def create_app(
     app.state.pool = pool
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
+    app.state.body_timeout_s = settings.body_timeout_s
     app.state.hooks = Hooks(hooks)
     app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
     install_error_handlers(app, [(ANTHROPIC_PREFIX, ANTHROPIC)])
