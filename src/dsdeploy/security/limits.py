@@ -84,9 +84,14 @@ class Reservation:
 
 
 def open_storage(redis_url: str | None) -> Storage:
-    """Redis (shared by replicas) when a URL is given, this process's memory otherwise."""
-    url = "memory://" if redis_url is None else redis_url
-    storage = storage_from_string("async+" + url, wrap_exceptions=True)
+    """Redis (shared by replicas) when a URL is given, this process's memory otherwise.
+    Redis is reached with redis-py, the client ``limits[redis]`` installs."""
+    if redis_url is None:
+        storage = storage_from_string("async+memory://")
+    else:
+        storage = storage_from_string(
+            "async+" + redis_url, wrap_exceptions=True, implementation="redispy"
+        )
     assert isinstance(storage, Storage)
     return storage
 
