@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 
@@ -60,7 +60,6 @@ class Held:
     queued: bool = False
     lease: Lease | None = None
     reservation: Reservation | None = None
-    windows: dict[str, Window] = field(default_factory=dict)
 
 
 class LimitsHook(Hook):
@@ -87,9 +86,9 @@ class LimitsHook(Hook):
         key = ctx.key
         if not isinstance(key, ApiKey):
             return
-        with refusals(ctx, held):
+        with refusals(ctx):
             if key.rpm is not None:
-                held.windows["requests"] = await self.limiter.admit_request(key.id, key.rpm)
+                await self.limiter.admit_request(key.id, key.rpm)
             if key.max_concurrent is not None:
                 held.lease = await self.limiter.acquire_slot(key.id, key.max_concurrent)
 
@@ -99,7 +98,7 @@ class LimitsHook(Hook):
         if not isinstance(key, ApiKey) or key.tpm is None or held is None:
             return
         tokens = estimated_tokens(body, self.settings.max_output_tokens)
-        with refusals(ctx, held):
+        with refusals(ctx):
             held.reservation = await self.limiter.reserve_tokens(key.id, key.tpm, tokens)
 
     async def after(self, ctx: RequestContext, usage: Usage | None) -> None:
@@ -119,22 +118,21 @@ class LimitsHook(Hook):
 
 
 @contextlib.contextmanager
-def refusals(ctx: RequestContext, held: Held) -> Iterator[None]:
+def refusals(ctx: RequestContext) -> Iterator[None]:
     """The limiter's refusals as the API's answers."""
     try:
         yield
     except LimitExceeded as exc:
         ctx.decision = "rate_limited"
-        raise too_many(exc, held.windows) from None
+        raise too_many(exc) from None
     except LimitsUnavailable as exc:
         raise ApiError(503, str(exc), code="limits_unavailable") from None
 
 
-def too_many(exc: LimitExceeded, known: dict[str, Window]) -> ApiError:
-    windows = known if exc.window is None else {**known, exc.kind: exc.window}
+def too_many(exc: LimitExceeded) -> ApiError:
     headers = {"retry-after": str(max(1, math.ceil(exc.retry_after_s)))}
-    for kind, window in windows.items():
-        headers |= window_headers(kind, window)
+    if exc.window is not None:
+        headers |= window_headers(exc.kind, exc.window)
     return ApiError(429, exc.message, code="rate_limit_exceeded", headers=headers)
 
 

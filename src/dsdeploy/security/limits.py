@@ -111,17 +111,17 @@ class Limiter:
     async def aclose(self) -> None:
         await self.slots.aclose()
 
-    async def admit_request(self, key_id: str, rpm: int) -> Window:
-        """Counts one request, or raises ``LimitExceeded`` when the last minute had ``rpm``."""
+    async def admit_request(self, key_id: str, rpm: int) -> None:
+        """Counts one request, or raises ``LimitExceeded`` when the last minute had ``rpm``
+        (the window is read only then: one round trip for an admitted request)."""
         item = RateLimitItemPerMinute(rpm)
         with store_errors():
-            admitted = await self.requests.hit(item, "rpm", key_id)
+            if await self.requests.hit(item, "rpm", key_id):
+                return
             stats = await self.requests.get_window_stats(item, "rpm", key_id)
         window = Window(rpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
-        if not admitted:
-            message = f"this API key may send {rpm} requests per minute"
-            raise LimitExceeded("requests", message, max(window.reset_s, 1.0), window)
-        return window
+        message = f"this API key may send {rpm} requests per minute"
+        raise LimitExceeded("requests", message, max(window.reset_s, 1.0), window)
 
     def _tokens_key(self, key_id: str, minute: int) -> str:
         return f"dsdeploy/tpm/{key_id}/{minute}"
