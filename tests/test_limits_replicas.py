@@ -14,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from dsdeploy.bench.launch import free_port
 from tests.real_servers import redis_url
 from tests.stub_gateway import Gateway, start_gateway
 from tests.test_limits import CHAT, chat, key
@@ -116,3 +117,17 @@ def test_slots_of_a_replica_that_died_come_back_after_the_lease(
             return
         time.sleep(0.2)
     pytest.fail(f"the dead replica's slot never came back: {answer.status_code}")
+
+
+def test_keyed_requests_are_refused_while_redis_does_not_answer(tmp_path: Path) -> None:
+    """Closed, not open: an uncounted key could pass every limit."""
+    nowhere = start_gateway(
+        tmp_path / "gateway.log", DSDEPLOY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    try:
+        keyed = httpx.post(nowhere.base_url + CHAT, json=chat(), headers=key("k", rpm=60))
+        assert keyed.status_code == 503
+        assert keyed.json()["error"]["code"] == "limits_unavailable"
+        assert httpx.post(nowhere.base_url + CHAT, json=chat()).status_code == 200
+    finally:
+        nowhere.stop()
