@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from dsdeploy.settings import SecuritySettings
 from tests.stub_gateway import KEY_HEADER, Gateway, start_gateway
 
 CHAT = "/v1/chat/completions"
@@ -220,3 +222,8 @@ def test_a_concurrency_slot_comes_back_after_an_engine_failure(tmp_path: Path) -
         assert second.status_code != 429, second.text
     finally:
         failing.stop()
+
+
+def test_a_redis_url_that_is_not_redis_is_refused_with_a_hint() -> None:
+    with pytest.raises(ValidationError, match="redis://"):
+        SecuritySettings(redis_url="http://127.0.0.1:6379")

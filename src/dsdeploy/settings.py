@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dsdeploy.paths import Dirs, resolve_dirs
@@ -219,6 +219,13 @@ class SecuritySettings(BaseSettings):
         "keys' concurrent-request slots before they are freed (leases are renewed while "
         "requests run).",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://")):
+            raise ValueError("give a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0")
+        return url
 
 
 class Settings(BaseSettings):
