@@ -58,3 +58,11 @@ def test_limits_overhead_quick_mode_measures_memory_and_redis(isolated_home: Pat
     result = run_quick("limits_overhead.py", isolated_home)
     cases = [row["case"] for row in result["rows"]]  # type: ignore[union-attr]
     assert cases == ["no key (caps, queue bound)", "key, memory", "key, Redis"]
+
+
+def test_auth_overhead_quick_mode_measures_cached_and_uncached_checks(
+    isolated_home: Path,
+) -> None:
+    result = run_quick("auth_overhead.py", isolated_home)
+    assert result["backend"] == "sqlite"
+    assert set(result) >= {"cache_hit_us", "store_verify_us", "middleware_uncached_us"}

@@ -16,6 +16,7 @@ import pytest
 from dsdeploy.cpu_isa import CpuAnswers, IsaDecision, decide, read_cpu_answers, read_xcomp_supported
 from dsdeploy.engines import llamacpp_install
 from dsdeploy.engines.exit_status import explain_signal
+from dsdeploy.engines.llamacpp_patches import patches_digest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cpus"
 
@@ -92,9 +93,9 @@ def test_the_same_cpu_with_another_kernel_answer_is_another_build() -> None:
     assert llamacpp_install.build_key("cpu", SPR_VM) == llamacpp_install.build_key("cpu", SPR_VM)
 
 
-def test_build_key_names_version_backend_and_machine() -> None:
+def test_build_key_names_version_patches_backend_and_machine() -> None:
     key = llamacpp_install.build_key("cpu", ZEN3)
-    assert key.startswith(f"{llamacpp_install.SDIST_VERSION}-cpu-x86_64-")
+    assert key.startswith(f"{llamacpp_install.SDIST_VERSION}-p{patches_digest()}-cpu-x86_64-")
     assert key.endswith(llamacpp_install.cpu_signature(ZEN3))
 
 

@@ -89,7 +89,7 @@ print("[100%] Built target llama-server")
 def scratch_dirs(tmp_path: Path) -> Dirs:
     """Its own cache, with a source tree that needs no download (the fake cmake ignores it)."""
     dirs = Dirs(data=tmp_path / "data", cache=tmp_path / "cache", config=tmp_path / "config")
-    tree = dirs.engines / "llama.cpp" / f"source-{llamacpp_install.SDIST_VERSION}"
+    tree = dirs.engines / "llama.cpp" / f"source-{llamacpp_install.source_version()}"
     tree.mkdir(parents=True)
     (tree / "CMakeLists.txt").write_text("")
     return dirs

@@ -142,10 +142,14 @@ def test_long_unknown_names_and_bad_values_are_echoed_at_most_100_chars(
         assert repeated not in response.text
 
 
-def slot_busy(server: Server) -> bool:
+def slots_busy(server: Server) -> int:
     transport = httpx.HTTPTransport(uds=str(engine_socket(engine_of(server))))
     with httpx.Client(transport=transport, base_url="http://engine") as engine:
-        return any(slot["is_processing"] for slot in engine.get("/slots").json())
+        return sum(slot["is_processing"] for slot in engine.get("/slots").json())
+
+
+def slot_busy(server: Server) -> bool:
+    return slots_busy(server) > 0
 
 
 def assert_slot_freed_and_next_request_served(server: Server) -> None:
@@ -164,6 +168,27 @@ def test_abandoned_plain_request_frees_the_engine_slot(limited_server: Server) -
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(limited_server.api + "/chat/completions", json=body, timeout=1.0)
     assert_slot_freed_and_next_request_served(limited_server)
+
+
+def test_abandoned_plain_request_frees_its_slot_while_another_generates(
+    model_home: Path, tmp_path: Path
+) -> None:
+    """llama-server learns that a plain request's client left only when its wait for results
+    times out; our engine build makes that wait end at a deadline, so results streaming to
+    another request no longer keep postponing it."""
+    server = start_server(model_home, tmp_path / "serve.log", "--parallel", "2")
+    try:
+        url = server.api + "/chat/completions"
+        with httpx.stream("POST", url, json=decoding_stream_body(3000)) as stream:
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("data: {"))
+            plain = {**decoding_stream_body(3000), "stream": False}
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url, json=plain, timeout=1.0)
+            time.sleep(2.0)
+            assert slots_busy(server) == 1  # the stream's; the abandoned request's is free
+    finally:
+        server.stop()
 
 
 def test_abandoned_stream_frees_the_engine_slot(limited_server: Server) -> None:

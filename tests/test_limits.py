@@ -17,16 +17,12 @@ import pytest
 from pydantic import ValidationError
 
 from dsdeploy.settings import SecuritySettings
-from tests.stub_gateway import KEY_HEADER, Gateway, start_gateway
+from tests.stub_gateway import Gateway, start_gateway
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 HELLO = [{"role": "user", "content": "hi"}]
 RESET = re.compile(r"^(\d+m)?\d+s$|^\d+ms$")
-
-
-def key(key_id: str, rpm: int | str = "", tpm: int | str = "", concurrent: int | str = "") -> dict:
-    return {KEY_HEADER: f"{key_id};{rpm};{tpm};{concurrent}"}
 
 
 def chat(max_tokens: int = 2, **extra: object) -> dict[str, object]:
@@ -72,7 +68,7 @@ def assert_rate_limit_headers(response: httpx.Response, kind: str, limit: int) -
 
 
 def test_a_60_rpm_key_hit_by_a_burst_of_100_gets_60_answers_and_429s(gateway: Gateway) -> None:
-    answers = asyncio.run(burst(gateway.base_url, CHAT, chat(), key("burst", rpm=60), 100))
+    answers = asyncio.run(burst(gateway.base_url, CHAT, chat(), gateway.key(rpm=60), 100))
     codes = [answer.status_code for answer in answers]
     assert 59 <= codes.count(200) <= 61
     assert codes.count(429) == 100 - codes.count(200)
@@ -80,13 +76,13 @@ def test_a_60_rpm_key_hit_by_a_burst_of_100_gets_60_answers_and_429s(gateway: Ga
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("rate_limit_error", "rate_limit_exceeded")
     assert_rate_limit_headers(refused, "requests", 60)
-    other = httpx.post(gateway.base_url + CHAT, json=chat(), headers=key("other", rpm=60))
+    other = httpx.post(gateway.base_url + CHAT, json=chat(), headers=gateway.key(rpm=60))
     assert other.status_code == 200
 
 
 def test_anthropic_routes_answer_a_rate_limit_in_anthropics_shape(gateway: Gateway) -> None:
     body = {"model": "stub", "messages": HELLO, "max_tokens": 2}
-    answers = asyncio.run(burst(gateway.base_url, MESSAGES, body, key("claude", rpm=5), 8))
+    answers = asyncio.run(burst(gateway.base_url, MESSAGES, body, gateway.key(rpm=5), 8))
     assert [answer.status_code for answer in answers].count(200) == 5
     refused = next(answer for answer in answers if answer.status_code == 429)
     payload = refused.json()
@@ -104,7 +100,7 @@ def test_unused_reserved_tokens_are_given_back_so_a_second_request_fits(
     refund, and a request reserving 202 does not fit at all."""
     if time.time() % 60 > 55:  # the three requests count in one minute
         time.sleep(60 - time.time() % 60)
-    headers = key("tokens", tpm=150)
+    headers = gateway.key(tpm=150)
     first = httpx.post(gateway.base_url + CHAT, json=chat(100), headers=headers)
     assert first.status_code == 200
     second = httpx.post(gateway.base_url + CHAT, json=chat(100), headers=headers)
@@ -133,23 +129,24 @@ def test_unused_reserved_tokens_are_given_back_so_a_second_request_fits(
 def test_requests_past_a_cap_are_400_naming_the_field(
     gateway: Gateway, body: dict, param: str
 ) -> None:
-    response = httpx.post(gateway.base_url + CHAT, json=body)
+    response = httpx.post(gateway.base_url + CHAT, json=body, headers=gateway.key())
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
 
 
 def test_caps_apply_to_responses_and_anthropic_spellings(gateway: Gateway) -> None:
     responses = {"model": "stub", "input": "hi", "max_output_tokens": 1000}
-    answer = httpx.post(gateway.base_url + "/v1/responses", json=responses)
+    anyone = gateway.key()
+    answer = httpx.post(gateway.base_url + "/v1/responses", json=responses, headers=anyone)
     assert (answer.status_code, answer.json()["error"]["param"]) == (400, "max_output_tokens")
     anthropic = {"model": "stub", "messages": HELLO, "max_tokens": 2, "stop_sequences": ["s"] * 17}
-    answer = httpx.post(gateway.base_url + MESSAGES, json=anthropic)
+    answer = httpx.post(gateway.base_url + MESSAGES, json=anthropic, headers=anyone)
     assert answer.status_code == 400
     assert answer.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_a_concurrency_slot_comes_back_when_the_client_leaves(slow_gateway: Gateway) -> None:
-    headers = key("leaver", concurrent=1)
+    headers = slow_gateway.key(concurrent=1)
     body = chat(200, stream=True)
     with (
         httpx.Client(base_url=slow_gateway.base_url, timeout=30) as client,
@@ -173,7 +170,10 @@ def test_a_concurrency_slot_comes_back_when_the_client_leaves(slow_gateway: Gate
 
 def test_the_gateway_queue_bound_answers_503_with_retry_after(slow_gateway: Gateway) -> None:
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=slow_gateway.base_url, timeout=30) as client:
+        unlimited = slow_gateway.key()
+        async with httpx.AsyncClient(
+            base_url=slow_gateway.base_url, timeout=30, headers=unlimited
+        ) as client:
             slow = [client.post(CHAT, json=chat(20)) for _ in range(3)]
             tasks = [asyncio.ensure_future(request) for request in slow]
             await asyncio.sleep(0.4)
@@ -189,15 +189,17 @@ def test_the_gateway_queue_bound_answers_503_with_retry_after(slow_gateway: Gate
     assert anthropic.status_code == 529
     assert anthropic.json()["error"]["type"] == "overloaded_error"
     assert [response.status_code for response in held] == [200, 200, 200]
-    assert httpx.post(slow_gateway.base_url + CHAT, json=chat()).status_code == 200
+    after = httpx.post(slow_gateway.base_url + CHAT, json=chat(), headers=slow_gateway.key())
+    assert after.status_code == 200
 
 
 def test_a_body_that_trickles_in_is_cut_with_408(slow_gateway: Gateway) -> None:
     host, port = slow_gateway.base_url.removeprefix("http://").split(":")
+    authorization = slow_gateway.key()["authorization"].encode()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
-            b"\r\ncontent-length: 1000\r\n\r\n{"
+            b"\r\nauthorization: " + authorization + b"\r\ncontent-length: 1000\r\n\r\n{"
         )
         start = time.monotonic()
         answer = b""
@@ -215,7 +217,7 @@ def test_a_body_that_trickles_in_is_cut_with_408(slow_gateway: Gateway) -> None:
 def test_a_concurrency_slot_comes_back_after_an_engine_failure(tmp_path: Path) -> None:
     failing = start_gateway(tmp_path / "gateway.log", STUB_FAIL_AFTER="0")
     try:
-        headers = key("unlucky", concurrent=1)
+        headers = failing.key(concurrent=1)
         first = httpx.post(failing.base_url + CHAT, json=chat(), headers=headers, timeout=30)
         assert first.status_code >= 500
         second = httpx.post(failing.base_url + CHAT, json=chat(), headers=headers, timeout=30)

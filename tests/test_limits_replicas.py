@@ -17,7 +17,7 @@ import pytest
 from dsdeploy.bench.launch import free_port
 from tests.real_servers import redis_url
 from tests.stub_gateway import Gateway, start_gateway
-from tests.test_limits import CHAT, chat, key
+from tests.test_limits import CHAT, chat
 
 __all__ = ["redis_url"]
 
@@ -61,14 +61,14 @@ async def spread(replicas: list[Gateway], headers: dict[str, str], count: int) -
 
 
 def test_two_replicas_admit_60_of_100_requests_for_a_60_rpm_key(replicas: list[Gateway]) -> None:
-    codes = asyncio.run(spread(replicas, key("shared", rpm=60), 100))
+    codes = asyncio.run(spread(replicas, replicas[0].key(rpm=60), 100))
     assert 59 <= codes.count(200) <= 61
     assert codes.count(429) == 100 - codes.count(200)
 
 
 def test_a_slot_held_on_one_replica_is_refused_on_the_other(replicas: list[Gateway]) -> None:
     first, second = replicas
-    headers = key("one-at-a-time", concurrent=1)
+    headers = first.key(concurrent=1)
     with (
         httpx.Client(base_url=first.base_url, timeout=30) as client,
         client.stream("POST", CHAT, json=chat(100, stream=True), headers=headers) as stream,
@@ -91,7 +91,7 @@ def test_slots_of_a_replica_that_died_come_back_after_the_lease(
         DSDEPLOY_SLOT_LEASE_S=str(LEASE_S),
         STUB_TOKEN_DELAY_S="0.05",
     )
-    headers = key("orphaned", concurrent=1)
+    headers = doomed.key(concurrent=1)
     process = psutil.Process(doomed.process.pid)
     try:
         with (
@@ -125,9 +125,11 @@ def test_keyed_requests_are_refused_while_redis_does_not_answer(tmp_path: Path) 
         tmp_path / "gateway.log", DSDEPLOY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
     )
     try:
-        keyed = httpx.post(nowhere.base_url + CHAT, json=chat(), headers=key("k", rpm=60))
+        keyed = httpx.post(nowhere.base_url + CHAT, json=chat(), headers=nowhere.key(rpm=60))
         assert keyed.status_code == 503
         assert keyed.json()["error"]["code"] == "limits_unavailable"
-        assert httpx.post(nowhere.base_url + CHAT, json=chat()).status_code == 200
+        unlimited = nowhere.key()  # nothing to count: served
+        served = httpx.post(nowhere.base_url + CHAT, json=chat(), headers=unlimited)
+        assert served.status_code == 200
     finally:
         nowhere.stop()

@@ -64,6 +64,9 @@ class IsaDecision:
     reasons: tuple[str, ...]
     compiler_flags: tuple[str, ...]
     conservative: bool = False
+    enabled: tuple[str, ...] = ()
+    """Extensions the CPU lists and the build keeps: what the binary may execute, recorded
+    in its info.json so a binary moved to another machine can be checked there."""
 
     @property
     def tag(self) -> str:
@@ -131,6 +134,7 @@ def decide(answers: CpuAnswers, *, conservative: bool = False) -> IsaDecision:
     disabled: list[str] = []
     reasons: list[str] = []
     flags: list[str] = []
+    enabled: list[str] = []
     for extension in EXTENSIONS:
         reason = unusable_reason(extension, answers)
         listed = extension.listed_by in answers.flags
@@ -140,4 +144,6 @@ def decide(answers: CpuAnswers, *, conservative: bool = False) -> IsaDecision:
             disabled.append(extension.name)
             reasons.append(reason)
             flags.extend(extension.disable_flags)
-    return IsaDecision(tuple(disabled), tuple(reasons), tuple(flags), conservative)
+        elif listed:
+            enabled.append(extension.name)
+    return IsaDecision(tuple(disabled), tuple(reasons), tuple(flags), conservative, tuple(enabled))

@@ -17,6 +17,8 @@
     │       └── EngineSmokeFailed an engine binary could not load and answer on this machine
     ├── BenchError                a benchmark target is unreachable or answered badly
     ├── ServerUnreachable         a running dsdeploy server did not answer (`dsdeploy ps`)
+    ├── UnknownKey                no API key has this id (`dsdeploy keys revoke/rotate`)
+    ├── KeyStoreUnavailable       the key database did not answer (client-safe text)
     └── EvalError                 a quality evaluation cannot run as asked
 
 Only the edges translate them: the CLI to a line and an exit code, the gateway to an
@@ -116,3 +118,13 @@ class ServerUnreachable(DsdeployError):
 
 class EvalError(DsdeployError):
     pass
+
+
+class UnknownKey(DsdeployError):
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"no API key has the id {key_id!r}; see the ids with `dsdeploy keys list`")
+
+
+class KeyStoreUnavailable(DsdeployError):
+    """Its message is shown to API clients: no URL, no driver error."""

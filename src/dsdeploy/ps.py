@@ -22,9 +22,15 @@ COLUMNS = (
 )
 
 
-def fetch_status(url: str) -> list[dict[str, Any]]:
+def fetch_status(url: str, api_key: str | None = None) -> list[dict[str, Any]]:
+    headers = {} if api_key is None else {"authorization": f"Bearer {api_key}"}
     try:
-        response = httpx.get(f"{url.rstrip('/')}/ps", timeout=5.0)
+        response = httpx.get(f"{url.rstrip('/')}/ps", headers=headers, timeout=5.0)
+        if response.status_code == 401:
+            raise ServerUnreachable(
+                f"{url} wants an API key: pass --api-key or set DSDEPLOY_API_KEY "
+                "(create one with `dsdeploy keys create`)"
+            )
         response.raise_for_status()
         models = response.json()["models"]
     except httpx.HTTPError as exc:

@@ -16,6 +16,7 @@ from rich.console import Console
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
+from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.limits import LimitsHook
 from dsdeploy.gateway.server import uvicorn_config
@@ -23,6 +24,9 @@ from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.security.exposure import auth_notice
+from dsdeploy.security.key_cache import KeyCache
+from dsdeploy.security.keys import KeyStore
 from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -94,6 +98,17 @@ def exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def open_auth(settings: Settings, console: Console) -> AuthConfig:
+    """The key store behind the gateway; refuses (``ConfigError``) to serve a non-loopback
+    address while no key exists, unless told it may."""
+    security = settings.security
+    store = KeyStore.open(security, settings.dirs.data)
+    notice = auth_notice(settings.gateway.host, store.has_active_keys(), security)
+    console.print(notice, style="bold red" if notice.startswith("WARNING") else None)
+    keys = KeyCache(store, security.key_cache_s, require=security.require_keys)
+    return AuthConfig(keys=keys, metrics_token=security.metrics_token)
+
+
 def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
@@ -101,11 +116,12 @@ def serve(
     limits (which read the key that an earlier hook admitted)."""
     gateway = settings.gateway
     check_port_free(gateway.host, gateway.port)
+    auth = open_auth(settings, console)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
     limits = LimitsHook(settings.security)
-    config = uvicorn_config(create_app(pool, gateway, [*hooks, limits]), gateway)
+    config = uvicorn_config(create_app(pool, gateway, [*hooks, limits], auth), gateway)
 
     async def main() -> None:
         try:

@@ -183,6 +183,28 @@ class SecuritySettings(BaseSettings):
         description="Redis for rate limits shared by several gateway replicas, e.g. "
         "redis://host:6379/0 (default: limits kept in this process's memory).",
     )
+    require_keys: bool = Field(
+        False,
+        description="Refuse every request without a valid API key even while no key exists "
+        "(by default keys are required as soon as one is active).",
+    )
+    insecure_no_auth: bool = Field(
+        False,
+        description="Serve on a non-loopback address although no API key exists, so anyone "
+        "who reaches it may use it (without it, such a start is refused).",
+    )
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Seconds a verified API key is trusted without asking the key database "
+        "again: a revoke on another replica takes effect within this time.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for /metrics alone (API keys do not open it); without it, "
+        "/metrics needs an API key like any other path.",
+    )
     max_output_tokens: int = Field(
         4096,
         ge=1,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dsdeploy import __version__
-from dsdeploy.cli import bench, engine, evaluate, models, planning, serving
+from dsdeploy.cli import bench, doctor, engine, evaluate, keys, models, planning, serving
 
 
 def version_callback(value: bool) -> None:
@@ -34,6 +34,7 @@ def build_app() -> typer.Typer:
     app.command("hw")(planning.hw)
     app.command("plan")(planning.plan)
     app.command("bench")(bench.bench)
+    app.command("doctor")(doctor.doctor)
 
     models_app = typer.Typer(no_args_is_help=True, help="Models in the local store.")
     models_app.command("list")(models.models_list)
@@ -52,6 +53,13 @@ def build_app() -> typer.Typer:
     eval_app.command("quant")(evaluate.eval_quant_command)
     eval_app.command("tasks")(evaluate.eval_tasks_command)
     app.add_typer(eval_app, name="eval")
+
+    keys_app = typer.Typer(no_args_is_help=True, help="API keys the gateway accepts.")
+    keys_app.command("create")(keys.keys_create)
+    keys_app.command("list")(keys.keys_list)
+    keys_app.command("revoke")(keys.keys_revoke)
+    keys_app.command("rotate")(keys.keys_rotate)
+    app.add_typer(keys_app, name="keys")
     return app
 
 

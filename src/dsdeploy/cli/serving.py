@@ -41,6 +41,8 @@ def serve(
         int | None, typer.Option(help=describe("max_queued_requests"))
     ] = None,
     body_timeout: Annotated[float | None, typer.Option(help=describe("body_timeout_s"))] = None,
+    require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
+    insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -64,6 +66,8 @@ def serve(
         max_messages=max_messages,
         max_queued_requests=max_queued_requests,
         body_timeout_s=body_timeout,
+        require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
+        insecure_no_auth=insecure_no_auth or None,
     )
     try:
         run_server(settings, models or [], console)
@@ -76,12 +80,16 @@ def ps(
         str | None,
         typer.Option(help="The server's address (default: from --host/--port settings)."),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="DSDEPLOY_API_KEY", help="API key, when the server requires keys."),
+    ] = None,
 ) -> None:
     """Show a running server's models: state, memory planned and used, slots, requests in
     flight, idle time and restarts."""
     gateway = load_settings().gateway
     try:
-        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}")
+        models = fetch_status(url or f"http://{gateway.host}:{gateway.port}", api_key)
     except DsdeployError as exc:
         raise fail(exc) from None
     report_console().print(status_table(models))

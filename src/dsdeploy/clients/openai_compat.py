@@ -25,11 +25,14 @@ class Target:
     api: str
     uds: str | None = None
     """A Unix socket to reach the server through (llama-server as dsdeploy runs it)."""
+    api_key: str | None = field(default=None, repr=False)
+    """Sent as a bearer token with every request, for a server that requires keys."""
 
     def client(self, concurrency: int) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
         transport = httpx.AsyncHTTPTransport(uds=self.uds, limits=limits) if self.uds else None
-        return httpx.AsyncClient(timeout=600, limits=limits, transport=transport)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        return httpx.AsyncClient(timeout=600, limits=limits, transport=transport, headers=headers)
 
 
 @dataclass

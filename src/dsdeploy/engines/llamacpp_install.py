@@ -27,6 +27,7 @@ from typing import Any
 from filelock import FileLock
 
 from dsdeploy.cpu_isa import CpuAnswers, IsaDecision, decide, read_cpu_answers
+from dsdeploy.engines.llamacpp_patches import apply_patches, patches_digest
 from dsdeploy.engines.llamacpp_smoke import SmokeSubject, run_bench, smoke_test
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled, EngineSmokeFailed
 from dsdeploy.paths import Dirs
@@ -67,10 +68,18 @@ def read_version(binary: Path) -> str:
         )
     except OSError as exc:
         raise EngineNotInstalled(f"cannot run {binary}: {exc.strerror}") from None
-    for line in (done.stdout + done.stderr).splitlines():
+    version = version_line(done.stdout + done.stderr)
+    if version is None:
+        raise EngineNotInstalled(f"{binary} does not look like llama-server (no version line)")
+    return version
+
+
+def version_line(output: str) -> str | None:
+    """What follows ``version:`` in ``llama-server --version`` output, if any."""
+    for line in output.splitlines():
         if line.startswith("version:"):
             return line.removeprefix("version:").strip()
-    raise EngineNotInstalled(f"{binary} does not look like llama-server (no version line)")
+    return None
 
 
 def nvidia_gpu_present() -> bool:
@@ -102,8 +111,13 @@ def cpu_signature(cpu: CpuAnswers) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def source_version() -> str:
+    """The sdist's version and the digest of our patches to its tree."""
+    return f"{SDIST_VERSION}-p{patches_digest()}"
+
+
 def build_key(backend: str, cpu: CpuAnswers) -> str:
-    return f"{SDIST_VERSION}-{backend}-{cpu.machine}-{cpu_signature(cpu)}"
+    return f"{source_version()}-{backend}-{cpu.machine}-{cpu_signature(cpu)}"
 
 
 def engine_root(dirs: Dirs) -> Path:
@@ -115,14 +129,15 @@ def built_binary(dirs: Dirs, key: str) -> Path:
 
 
 def source_tree(dirs: Dirs) -> Path:
-    """The llama.cpp tree of the pinned sdist, unpacked once into the cache and kept.
+    """The llama.cpp tree of the pinned sdist with our patches, unpacked once into the cache
+    and kept.
 
     Builds compile it; conversion, quantization tooling and the chat templates need its
     Python parts (``convert_hf_to_gguf.py``, ``gguf-py``, ``models/templates``) later."""
     root = engine_root(dirs)
-    tree = root / f"source-{SDIST_VERSION}"
+    tree = root / f"source-{source_version()}"
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"source-{SDIST_VERSION}.lock")):
+    with FileLock(str(root / f"source-{source_version()}.lock")):
         if (tree / "CMakeLists.txt").exists():
             return tree
         for stale in root.glob(".source-*"):  # left by a download that was killed
@@ -154,7 +169,9 @@ def source_tree(dirs: Dirs) -> Path:
             with tarfile.open(archives[0]) as archive:
                 members = [m for m in archive.getmembers() if "/vendor/llama.cpp/" in m.name]
                 archive.extractall(work, members=members, filter="data")
-            os.replace(next(work.glob("*/vendor/llama.cpp")), tree)
+            unpacked = next(work.glob("*/vendor/llama.cpp"))
+            apply_patches(unpacked)
+            os.replace(unpacked, tree)
     return tree
 
 
@@ -259,7 +276,12 @@ def build_proven(
             "version": read_version(staged / "bin" / "llama-server"),
             "backend": backend,
             "source": SDIST_REQUIREMENT,
-            "isa": {"tag": isa.tag, "disabled": list(isa.disabled), "reasons": list(isa.reasons)},
+            "isa": {
+                "tag": isa.tag,
+                "enabled": list(isa.enabled),
+                "disabled": list(isa.disabled),
+                "reasons": list(isa.reasons),
+            },
             "isa_conservative": isa.conservative,
             "build_seconds": round(build_s, 1),
             "smoke_test": {"model": subject.name, "seconds": round(smoke_s, 2)},

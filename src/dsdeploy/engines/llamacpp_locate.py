@@ -36,22 +36,32 @@ def built_engines(dirs: Dirs) -> Iterator[InstalledEngine]:
             yield built_engine(dirs, info_path.parent.name)
 
 
+def candidate(
+    dirs: Dirs, configured: Path | None, backend: str, cpu: CpuAnswers | None = None
+) -> tuple[Path, str] | None:
+    """The binary ``locate`` would use and its origin, without running it (``doctor`` runs
+    it itself, to explain a binary that dies)."""
+    if configured is not None:
+        return configured, "settings"
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path), "PATH"
+    binary = built_binary(dirs, build_key(choose_backend(backend), cpu or read_cpu_answers()))
+    return (binary, "built") if binary.exists() else None
+
+
 def locate(
     dirs: Dirs, configured: Path | None, backend: str, cpu: CpuAnswers | None = None
 ) -> InstalledEngine | None:
-    if configured is not None:
-        if not configured.exists():
-            raise EngineNotInstalled(
-                f"DSDEPLOY_LLAMA_SERVER points at {configured}, which does not exist"
-            )
-        return InstalledEngine(configured, read_version(configured), "settings")
-    on_path = shutil.which("llama-server")
-    if on_path:
-        return InstalledEngine(Path(on_path), read_version(Path(on_path)), "PATH")
-    key = build_key(choose_backend(backend), cpu or read_cpu_answers())
-    if built_binary(dirs, key).exists():
-        return built_engine(dirs, key)
-    return None
+    found = candidate(dirs, configured, backend, cpu)
+    if found is None:
+        return None
+    binary, origin = found
+    if origin == "built":
+        return built_engine(dirs, binary.parent.parent.name)
+    if not binary.exists():
+        raise EngineNotInstalled(f"DSDEPLOY_LLAMA_SERVER points at {binary}, which does not exist")
+    return InstalledEngine(binary, read_version(binary), origin)
 
 
 def proof_record(dirs: Dirs, binary: Path, cpu: CpuAnswers) -> Path:

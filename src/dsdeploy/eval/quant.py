@@ -136,7 +136,7 @@ def evaluate_quantizations(
         threads=window.threads,
     )
     types = check_types(requested or list(DEFAULT_TYPES), known_types(tools.quantize))
-    source = Store(settings.dirs.models).weights_path(manifest)
+    source = Store(settings.dirs.models).materialize(manifest).entry  # part 1 of a split GGUF
     work_root = settings.dirs.cache / "evals"
     work_root.mkdir(parents=True, exist_ok=True)
     with (

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dsdeploy import __version__
+from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.openapi import DocumentedApp
@@ -22,12 +23,19 @@ from dsdeploy.gateway.routes_ops import ops_router
 from dsdeploy.gateway.upstream import UpstreamPool
 from dsdeploy.settings import GatewaySettings
 
+ERROR_SHAPES = [(ANTHROPIC_PREFIX, ANTHROPIC)]
+"""Paths whose errors take another API's shape than OpenAI's."""
+
 
 def create_app(
-    pool: UpstreamPool, settings: GatewaySettings, hooks: Iterable[Hook] = ()
+    pool: UpstreamPool,
+    settings: GatewaySettings,
+    hooks: Iterable[Hook] = (),
+    auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen, so one shared default is safe)
 ) -> FastAPI:
     """The app routes to the pool's engines; the pool's owner starts and stops them.
-    More hooks may be added (``app.state.hooks.add``) until it serves."""
+    More hooks may be added (``app.state.hooks.add``) until it serves. Every path but the
+    probes is behind ``auth`` (see ``gateway.auth``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,9 +50,10 @@ def create_app(
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.body_timeout_s = settings.body_timeout_s
-    app.state.hooks = Hooks(hooks)
-    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)
-    install_error_handlers(app, [(ANTHROPIC_PREFIX, ANTHROPIC)])
+    app.state.hooks = Hooks([ModelAllowlist(), *hooks] if auth.keys is not None else hooks)
+    app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)
+    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks)  # outside: ctx first
+    install_error_handlers(app, ERROR_SHAPES)
     app.include_router(ops_router())
     app.include_router(openai_router())
     app.include_router(anthropic_router())

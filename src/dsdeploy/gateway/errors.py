@@ -172,12 +172,16 @@ def error_response(shape: ErrorShape, error: ApiError, request_id: str | None) -
     return JSONResponse(body, status_code=shape.status(error), headers=error.headers)
 
 
+def shape_for_path(path: str, shapes: Sequence[tuple[str, ErrorShape]]) -> ErrorShape:
+    """``shapes``: path prefixes whose errors take another API's shape than OpenAI's."""
+    return next((shape for prefix, shape in shapes if path.startswith(prefix)), OPENAI)
+
+
 def install_error_handlers(app: FastAPI, shapes: Sequence[tuple[str, ErrorShape]]) -> None:
     """``shapes``: path prefixes whose errors take another API's shape than OpenAI's."""
 
     def shape_for(request: Request) -> ErrorShape:
-        path = request.url.path
-        return next((shape for prefix, shape in shapes if path.startswith(prefix)), OPENAI)
+        return shape_for_path(request.url.path, shapes)
 
     def request_id(request: Request) -> str | None:
         ctx = getattr(request.state, "ctx", None)
@@ -198,7 +202,14 @@ def install_error_handlers(app: FastAPI, shapes: Sequence[tuple[str, ErrorShape]
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         """Starlette answers these outside the middlewares, so the id header is set here."""
-        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        ctx = getattr(request.state, "ctx", None)
+        log.exception(
+            "unexpected error serving %s %s (request %s, key %s)",
+            request.method,
+            request.url.path,
+            getattr(ctx, "id", None),
+            getattr(ctx, "key_id", None),  # the public id, never the key
+        )
         error = ApiError(500, "internal error in the gateway; it has been logged")
         response = error_response(shape_for(request), error, request_id(request))
         if (rid := request_id(request)) is not None:

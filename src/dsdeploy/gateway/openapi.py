@@ -23,6 +23,7 @@ from dsdeploy.gateway.schemas import StreamableRequest
 REF_TEMPLATE = "#/components/schemas/{model}"
 ERROR_CASES = {
     400: "the body is not valid, or the model does not serve this endpoint",
+    401: "no valid API key",
     404: "no such model",
     413: "the body is larger than the server's limit",
     503: "the model's engine is loading, restarting or out of memory budget; retry",

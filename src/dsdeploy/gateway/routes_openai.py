@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from dsdeploy.gateway.auth import may_use, not_allowed
 from dsdeploy.gateway.errors import OPENAI
 from dsdeploy.gateway.openapi import add_endpoint
 from dsdeploy.gateway.pipeline import Endpoint, unknown_model
@@ -91,15 +92,17 @@ def openai_router() -> APIRouter:
 
     @router.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
+        """The models the request's API key may use."""
         pool: UpstreamPool = request.app.state.pool
-        return {
-            "object": "list",
-            "data": [model_card(request, name) for name in pool.model_names()],
-        }
+        key = request.state.ctx.key
+        names = [name for name in pool.model_names() if may_use(key, name)]
+        return {"object": "list", "data": [model_card(request, name) for name in names]}
 
     @router.get("/v1/models/{model_id}")
     async def get_model(request: Request, model_id: str) -> dict[str, Any]:
         pool: UpstreamPool = request.app.state.pool
+        if not may_use(request.state.ctx.key, model_id):
+            raise not_allowed(request.state.ctx.key, model_id)
         if model_id not in pool.model_names():
             raise unknown_model(pool, model_id)
         return model_card(request, model_id)
