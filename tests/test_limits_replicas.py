@@ -88,6 +88,7 @@ def test_slots_of_a_replica_that_died_come_back_after_the_lease(
     doomed = start_gateway(
         tmp_path / "doomed.log",
         DSDEPLOY_REDIS_URL=redis_url,
+        DSDEPLOY_DB_URL=str(replicas[0].store.engine.url),  # the replicas' keys
         DSDEPLOY_SLOT_LEASE_S=str(LEASE_S),
         STUB_TOKEN_DELAY_S="0.05",
     )
