@@ -112,6 +112,19 @@ def test_unused_reserved_tokens_are_given_back_so_a_second_request_fits(
     assert RESET.match(too_big.headers["x-ratelimit-reset-tokens"])
 
 
+def test_a_request_without_max_tokens_or_output_fits_a_small_token_budget(
+    gateway: Gateway,
+) -> None:
+    """The 100-token cap reserved for a request without max_tokens is more than this key's
+    minute; an embedding generates nothing: both are served and counted at their usage."""
+    headers = gateway.key(tpm=50)
+    unbounded = {"model": "stub", "messages": HELLO}
+    assert httpx.post(gateway.base_url + CHAT, json=unbounded, headers=headers).status_code == 200
+    embedding = {"model": "stub", "input": "hello there"}
+    answer = httpx.post(gateway.base_url + "/v1/embeddings", json=embedding, headers=headers)
+    assert answer.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

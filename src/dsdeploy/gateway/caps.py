@@ -78,9 +78,14 @@ def text_size(value: Any) -> int:
     return CHARS_PER_TOKEN if is_token_id else 0
 
 
+def generates(body: ModelRequest) -> bool:
+    """Whether the endpoint generates tokens (not embeddings, tokenize, count_tokens)."""
+    return any(name in type(body).model_fields for name in OUTPUT_FIELDS)
+
+
 def estimated_tokens(body: ModelRequest, default_output: int) -> int:
     """What a request may cost at most, before the engine says: its prompt's estimate plus
     every choice's output limit (``default_output`` when it sets none)."""
     prompt = sum(text_size(getattr(body, name, None)) for name in PROMPT_FIELDS)
-    output = requested_output(body) or default_output
+    output = (requested_output(body) or default_output) if generates(body) else 0
     return prompt // CHARS_PER_TOKEN + 1 + output * body.choices

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 
-from dsdeploy.gateway.caps import check_caps, estimated_tokens
+from dsdeploy.gateway.caps import check_caps, estimated_tokens, requested_output
 from dsdeploy.gateway.context import RequestContext, Usage
 from dsdeploy.gateway.errors import ApiError
 from dsdeploy.gateway.hooks import Hook
@@ -98,6 +98,8 @@ class LimitsHook(Hook):
         if not isinstance(key, ApiKey) or key.tpm is None or held is None:
             return
         tokens = estimated_tokens(body, self.settings.max_output_tokens)
+        if requested_output(body) is None:  # the cap is a guess: a minute's worth at most
+            tokens = min(tokens, key.tpm)
         with refusals(ctx):
             held.reservation = await self.limiter.reserve_tokens(key.id, key.tpm, tokens)
 
