@@ -20,6 +20,7 @@ from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.limits import LimitsHook
 from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
@@ -139,7 +140,8 @@ def audit_writer(settings: Settings) -> AuditWriter | None:
 def serve(
     settings: Settings, models: list[str], console: Console, hooks: Iterable[Hook] = ()
 ) -> None:
-    """``hooks`` join every API request's pipeline (see ``gateway.hooks``)."""
+    """``hooks`` join every API request's pipeline (see ``gateway.hooks``), before the
+    limits (which read the key that an earlier hook admitted)."""
     gateway, security = settings.gateway, settings.security
     check_port_free(gateway.host, gateway.port)
     if security.tls_cert is not None and security.tls_key is not None:
@@ -150,7 +152,8 @@ def serve(
     writer = audit_writer(settings)
     pool = prepare(settings, models, console)
     audit = RequestAudit(writer, security.audit_content) if writer else None
-    app = create_app(pool, gateway, hooks, auth, security, audit)
+    limits = LimitsHook(security)
+    app = create_app(pool, gateway, [*hooks, limits], auth, security, audit)
     config = uvicorn_config(app, gateway, security)
     scheme = "https" if security.tls_cert is not None else "http"
 
@@ -164,6 +167,7 @@ def serve(
             await uvicorn.Server(config).serve()
         finally:
             await pool.stop()
+            await limits.aclose()
 
     if writer is not None:
         writer.start()

@@ -36,6 +36,12 @@ class GatewaySettings(BaseSettings):
         description="Largest request body, in bytes; a larger one is refused with 413 as soon "
         "as the limit is passed (a 128k-token prompt is 0.5-1 MB of JSON).",
     )
+    body_timeout_s: float = Field(
+        30,
+        gt=0,
+        description="Seconds a client may take to send its whole request body; a body still "
+        "arriving then is answered 408 (a client trickling bytes holds a connection).",
+    )
     max_connections: int = Field(
         256,
         ge=1,
@@ -273,6 +279,49 @@ class SecuritySettings(BaseSettings):
         description="Also keep each request's prompt in its audit record: off, or redacted "
         "(ID numbers, phones, emails, cards, IP addresses and names replaced first).",
     )
+    max_output_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Most tokens a request may ask to generate (max_tokens, "
+        "max_completion_tokens, max_output_tokens); more is refused with 400. Also what a "
+        "request that sets none reserves against its key's tokens per minute.",
+    )
+    max_choices: int = Field(
+        8, ge=1, description="Most choices (n) one request may ask for; more is refused with 400."
+    )
+    max_stop_sequences: int = Field(
+        16, ge=0, description="Most stop strings one request may give; more is refused with 400."
+    )
+    max_stop_chars: int = Field(
+        256, ge=1, description="Longest stop string, in characters; longer is refused with 400."
+    )
+    max_messages: int = Field(
+        1024,
+        ge=1,
+        description="Most messages (or input items) one request may carry; more is refused "
+        "with 400.",
+    )
+    max_queued_requests: int = Field(
+        128,
+        ge=1,
+        description="Requests this gateway holds at once, waiting for an engine or in "
+        "flight, whatever their key; one more is answered 503 (529 on Anthropic routes) with "
+        "Retry-After.",
+    )
+    slot_lease_s: float = Field(
+        60,
+        gt=0,
+        description="With redis_url: how long a replica that stopped answering keeps its "
+        "keys' concurrent-request slots before they are freed (leases are renewed while "
+        "requests run).",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://")):
+            raise ValueError("give a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379/0")
+        return url
 
 
 class Settings(BaseSettings):

@@ -120,6 +120,9 @@ def plan_reply(request: web.Request, prompt_tokens: int, max_tokens: object) -> 
     n_ctx = check_context(request, prompt_tokens)
     wanted = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
     tokens = min(wanted or DEFAULT_TOKENS, n_ctx - prompt_tokens)
+    eos_after = request.app[STUB].behaviour.eos_after
+    if eos_after is not None and eos_after < tokens:
+        return Reply(prompt_tokens, eos_after, truncated=False)
     return Reply(prompt_tokens, tokens, truncated=wanted is not None or tokens < DEFAULT_TOKENS)
 
 

@@ -23,6 +23,9 @@ class Behaviour:
     load_delay_s: float = field(default=0.0, metadata={"help": "seconds of 503 'Loading model'"})
     token_delay_s: float = field(default=0.0, metadata={"help": "seconds per generated token"})
     ctx_size: int = field(default=4096, metadata={"help": "context tokens per request"})
+    eos_after: int | None = field(
+        default=None, metadata={"help": "end every reply after N tokens, as a model's EOS does"}
+    )
     fail_after: int | None = field(
         default=None, metadata={"help": "answer N requests (probes aside), fail at the next"}
     )

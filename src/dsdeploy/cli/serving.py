@@ -36,6 +36,20 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(help=describe("cors_origins"))] = None,
     tls_cert: Annotated[Path | None, typer.Option(help=describe("tls_cert"))] = None,
     tls_key: Annotated[Path | None, typer.Option(help=describe("tls_key"))] = None,
+    redis_url: Annotated[str | None, typer.Option(help=describe("redis_url"))] = None,
+    max_output_tokens: Annotated[
+        int | None, typer.Option(help=describe("max_output_tokens"))
+    ] = None,
+    max_choices: Annotated[int | None, typer.Option(help=describe("max_choices"))] = None,
+    max_stop_sequences: Annotated[
+        int | None, typer.Option(help=describe("max_stop_sequences"))
+    ] = None,
+    max_stop_chars: Annotated[int | None, typer.Option(help=describe("max_stop_chars"))] = None,
+    max_messages: Annotated[int | None, typer.Option(help=describe("max_messages"))] = None,
+    max_queued_requests: Annotated[
+        int | None, typer.Option(help=describe("max_queued_requests"))
+    ] = None,
+    body_timeout: Annotated[float | None, typer.Option(help=describe("body_timeout_s"))] = None,
     require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
     insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
     weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
@@ -66,6 +80,14 @@ def serve(
         cors_origins=cors_origin,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        redis_url=redis_url,
+        max_output_tokens=max_output_tokens,
+        max_choices=max_choices,
+        max_stop_sequences=max_stop_sequences,
+        max_stop_chars=max_stop_chars,
+        max_messages=max_messages,
+        max_queued_requests=max_queued_requests,
+        body_timeout_s=body_timeout,
         require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
         insecure_no_auth=insecure_no_auth or None,
         weights_key_file=weights_key_file,

@@ -3,7 +3,8 @@
 The body is read chunk by chunk as uvicorn receives it (it stops reading the socket while
 64 KiB wait unread), so a body past the cap is refused with a 413 after at most the cap was
 held, and before any byte goes to an engine. A declared ``content-length`` past the cap is
-refused before a byte is read.
+refused before a byte is read. A body still arriving ``body_timeout_s`` after its headers
+(a client trickling bytes to hold a connection) is answered 408.
 
 A client that disconnects while the engine works must not leave the engine working: the
 engine only learns it when its own connection closes, so the wait for the engine is
@@ -37,21 +38,36 @@ def too_large(limit: int) -> ApiError:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or a 413 as soon as it passes ``limit`` bytes."""
+def too_slow(timeout_s: float) -> ApiError:
+    return ApiError(
+        408,
+        f"the request body did not arrive within this server's limit of {timeout_s:g} s",
+        code="request_timeout",
+    )
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, or a 413 as soon as it passes ``limit`` bytes, or a 408 when it is
+    not all there ``timeout_s`` after the headers."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
-    size = 0
-    try:
+
+    async def collect() -> None:
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
             chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), timeout_s)
     except ClientDisconnect:
         raise ClientGone from None
+    except asyncio.TimeoutError:
+        raise too_slow(timeout_s) from None
     return b"".join(chunks)
 
 

@@ -58,6 +58,7 @@ def create_app(
     app.state.pool = pool
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
+    app.state.body_timeout_s = settings.body_timeout_s
     allowlist = [ModelAllowlist()] if auth.keys is not None else []
     app.state.hooks = Hooks([*allowlist, *hooks, *(audit.hooks if audit else ())])
     # The last added runs first: context, network guard, CORS (a preflight carries no

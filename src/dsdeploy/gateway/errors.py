@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
 from fastapi import FastAPI, Request
@@ -34,6 +34,7 @@ OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     421: "invalid_request_error",
     429: "rate_limit_error",
@@ -45,6 +46,7 @@ ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "request_too_large",
     421: "invalid_request_error",
     429: "rate_limit_error",
@@ -78,6 +80,7 @@ class ApiError(Exception):
         code: str | None = None,
         param: str | None = None,
         error_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -86,6 +89,8 @@ class ApiError(Exception):
         self.param = param
         self.error_type = error_type
         """An OpenAI error type other than the one its status implies."""
+        self.headers = dict(headers or {})
+        """Sent with the answer (``Retry-After`` and ``x-ratelimit-*`` on a 429)."""
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -166,7 +171,7 @@ ANTHROPIC = AnthropicShape()
 
 def error_response(shape: ErrorShape, error: ApiError, request_id: str | None) -> JSONResponse:
     body = shape.body(error, request_id).model_dump(mode="json")
-    return JSONResponse(body, status_code=shape.status(error))
+    return JSONResponse(body, status_code=shape.status(error), headers=error.headers)
 
 
 def shape_for_path(path: str, shapes: Sequence[tuple[str, ErrorShape]]) -> ErrorShape:

@@ -1,7 +1,8 @@
 """The stages every API request goes through, in order:
 
 1. context    a ``RequestContext`` (id, returned as ``x-request-id``; timings) — middleware
-2. admission  ``admit`` hooks, then the body read under the size cap (413)
+2. admission  ``admit`` hooks, then the body read under the size cap (413) and the
+              time limit (408)
 3. validation the endpoint's pydantic model (400 naming the field); ``before`` hooks
 4. routing    lease the engine of the body's ``model`` (404, 503), check that it serves
               this endpoint and the choices asked for (400)
@@ -98,7 +99,7 @@ async def run(request: Request, endpoint: Endpoint) -> Response:
     hooks: Hooks = state.hooks
     try:
         await hooks.admit(ctx, request.headers)
-        body = await read_body(request, state.max_body_bytes)
+        body = await read_body(request, state.max_body_bytes, state.body_timeout_s)
         parsed = parse_request(endpoint.schema, body)
         ctx.model = parsed.model
         ctx.stream = isinstance(parsed, StreamableRequest) and parsed.stream
