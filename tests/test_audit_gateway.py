@@ -83,7 +83,7 @@ def gateway_with_audit(tmp_path: Path, content: str) -> Iterator[Gateway]:
     pool = stub_pool(tmp_path)
     settings = GatewaySettings(max_body_bytes=4096)
     audit = RequestAudit(writer, "redacted" if content == "redacted" else "off")
-    app = create_app(pool, settings, [KeyCheck()], audit)
+    app = create_app(pool, settings, [KeyCheck()], audit=audit)
     with TestClient(app) as client:
         client.portal.call(pool.start)
         try:

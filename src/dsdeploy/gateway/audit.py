@@ -20,7 +20,6 @@ from starlette.types import Scope
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.schemas import ModelRequest
-from dsdeploy.gateway.sse import SseEvent
 from dsdeploy.security.audit import AuditRecord, utc_now
 from dsdeploy.security.audit_writer import AuditWriter, Pending
 
@@ -93,20 +92,13 @@ class ContentHook(Hook):
         self.prompts[ctx.id] = "\n".join(prompt_text(body.model_dump()))
 
 
-class UsageHook(Hook):
-    """Makes the relay read stream events, so a streamed answer's usage is known."""
-
-    async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
-        return event
-
-
 class RequestAudit:
     """Turns finished requests into queued audit records."""
 
     def __init__(self, writer: AuditWriter, content: Literal["off", "redacted"] = "off") -> None:
         self.writer = writer
         self.content = ContentHook() if content == "redacted" else None
-        self.hooks: list[Hook] = [UsageHook()] + ([self.content] if self.content else [])
+        self.hooks: list[Hook] = [self.content] if self.content else []
 
     async def record(self, ctx: RequestContext, scope: Scope) -> None:
         if scope.get("path") in UNRECORDED_PATHS:

@@ -32,7 +32,7 @@ class Usage:
             if usage is None and isinstance(payload.get(inner), dict):
                 usage = payload[inner].get("usage")
         if not isinstance(usage, dict):
-            return None
+            return cls.from_timings(payload.get("timings"))
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
         if not isinstance(prompt, int) and not isinstance(completion, int):
@@ -41,6 +41,16 @@ class Usage:
             prompt if isinstance(prompt, int) else 0,
             completion if isinstance(completion, int) else 0,
         )
+
+    @classmethod
+    def from_timings(cls, timings: Any) -> Usage | None:
+        """llama-server's own counts, which its last stream event carries even when the
+        client did not ask for usage (``stream_options.include_usage``): tokens evaluated
+        plus tokens taken from the cache, and tokens predicted."""
+        if not isinstance(timings, dict) or not isinstance(timings.get("predicted_n"), int):
+            return None
+        prompt = [timings.get(key, 0) for key in ("prompt_n", "cache_n")]
+        return cls(sum(n for n in prompt if isinstance(n, int)), timings["predicted_n"])
 
     def merge(self, later: Usage | None) -> Usage:
         """Counts from a later event win where they are known (non-zero)."""

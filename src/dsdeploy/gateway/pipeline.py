@@ -145,8 +145,8 @@ Finished = Callable[[RequestContext, Scope], Awaitable[None]]
 
 class RequestContextMiddleware:
     """Gives every HTTP request its context and ``x-request-id``, runs the ``after`` hooks
-    of pipeline requests once the answer is over (sent, failed or abandoned), then tells
-    ``finished`` of every request, refused and unrouted ones included."""
+    of pipeline requests and of refused ones once the answer is over (sent, failed or
+    abandoned), then tells ``finished`` of every request, unrouted ones included."""
 
     def __init__(self, app: ASGIApp, hooks: Hooks, finished: Finished | None = None) -> None:
         self.app = app
@@ -174,7 +174,8 @@ class RequestContextMiddleware:
             raise
         finally:
             ctx.timings.done = time.monotonic()
-            if ctx.route is not None and self.hooks:
+            refused = ctx.decision != "allowed"  # by the network guard or auth
+            if (ctx.route is not None or refused) and self.hooks:
                 await self.hooks.after(ctx)
             if self.finished is not None:
                 await self.finished(ctx, scope)

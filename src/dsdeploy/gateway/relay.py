@@ -1,9 +1,11 @@
 """Relaying a streamed answer from the engine to the client.
 
-With no hook reading events the relay passes the engine's chunks on as they arrive,
-looking at nothing (as fast as a relay can be). With one, chunks are cut into server-sent
-events, each goes through the hooks, and what they return is sent; the usage the answer
-reports is noted on the request's context on the way.
+With no hook reading events the relay passes the engine's chunks on as they arrive, as
+fast as a relay can be; when some hook wants the answer's usage, it looks only at the first
+chunk and at the last few kilobytes, where the APIs report it (Anthropic's input tokens in
+``message_start``, everyone's totals in the last events), so no event is parsed on the way.
+With a hook reading events, chunks are cut into server-sent events, each goes through the
+hooks, and what they return is sent; the usage is noted on the way.
 
 However the stream ends — finished, broken by the engine, or abandoned by the client — the
 engine connection is closed (which cancels the request in the engine) and the lease ends.
@@ -11,6 +13,8 @@ engine connection is closed (which cancels the request in the engine) and the le
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -36,14 +40,38 @@ Done = Callable[[], Awaitable[None]]
 """Called once the answer is over (its last byte sent, or it failed): ends the lease."""
 
 
+TAIL_BYTES = 16 * 1024
+"""How much of a stream's end is kept to find its usage: the last events with room to
+spare (a final chunk with usage and llama-server's timings is about 1 KB)."""
+
+
+def note_usage(ctx: RequestContext, data: bytes) -> None:
+    """Record the usage of every whole event in ``data`` that reports one; a piece cut at
+    either end is not valid JSON and is skipped."""
+    for piece in data.split(b"\n\n"):
+        if b'"usage"' not in piece and b'"timings"' not in piece:
+            continue
+        for line in piece.split(b"\n"):
+            if line.startswith(b"data:"):
+                with contextlib.suppress(ValueError):
+                    ctx.record_usage(json.loads(line[5:]))
+
+
 async def relay_bytes(
-    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape
+    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, usage: bool
 ) -> AsyncGenerator[bytes, None]:
+    tail = b""
     try:
         async for chunk in response.content.iter_any():
             if ctx.timings.first_byte is None:
                 ctx.timings.first_byte = time.monotonic()
+                if usage:
+                    note_usage(ctx, chunk)
+            elif usage:
+                tail = tail[-TAIL_BYTES:] + chunk
             yield chunk
+        if tail:
+            note_usage(ctx, tail)
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
         yield shape.stream_event(ENGINE_STOPPED, ctx.id)
@@ -108,4 +136,4 @@ def relay(
 ) -> AsyncGenerator[bytes, None]:
     if hooks.read_events:
         return relay_events(response, ctx, shape, hooks)
-    return relay_bytes(response, ctx, shape)
+    return relay_bytes(response, ctx, shape, usage=bool(hooks))
