@@ -110,7 +110,7 @@ def test_a_body_arriving_with_its_headers_is_not_counted_as_headers(
     limited_server: Server, split: int | None
 ) -> None:
     body = b'{"model": "smollm2", "content": "' + b"word " * 20_000 + b'"}'
-    head = b"POST /tokenize HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+    head = b"POST /tokenize HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n\r\n" % len(body)
     request = head + body
     port = int(limited_server.base_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
