@@ -9,9 +9,13 @@ and cores - 1 by default: the gateway needs CPU too), and the gateway's CPU time
 streamed token: the gateway process's user + system CPU (psutil) over trials that load only
 the gateway, divided by the tokens they streamed. ``--event-hook`` serves with one no-op
 ``on_event`` hook, so every stream is cut into events and re-encoded: the event relay's cost.
+The gateway always runs as ``serve`` does by default: audit on, caps and the queue bound;
+``--keys`` also requires an API key (kept in a scratch database, with requests/min,
+tokens/min and concurrency limits far above the load), so authentication and every
+per-key limit are on the request path.
 
     python benchmarks/gateway_overhead.py [--reps 5] [--concurrency 1,4,16] [--threads 2,1]
-        [--event-hook]
+        [--event-hook] [--keys]
 
 Prints a table and writes benchmarks/results/gateway_overhead.json (with --event-hook,
 gateway_overhead_event_hook.json).
@@ -26,6 +30,8 @@ import json
 import os
 import statistics
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -35,12 +41,14 @@ from dsdeploy.bench.launch import DSDEPLOY, LocalServer, start_local_server
 from dsdeploy.bench.loadgen import Trial, run_trial
 from dsdeploy.bench.run import SweepOptions, parse_concurrency, served_models, sweep
 from dsdeploy.bench.workload import Workload
+from dsdeploy.clients.openai_compat import Target
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.sse import SseEvent
 from dsdeploy.hardware import probe
+from dsdeploy.security.keys import KeyStore
 from dsdeploy.serve import serve
-from dsdeploy.settings import settings_from
+from dsdeploy.settings import SecuritySettings, settings_from
 
 RESULTS = Path(__file__).parent / "results"
 SERVE_WITH_EVENT_HOOK = "--serve-with-event-hook"
@@ -82,7 +90,7 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 async def gateway_cpu_per_token(
-    server: LocalServer, model: str, workload: Workload, options: SweepOptions
+    server: LocalServer, gateway: Target, model: str, workload: Workload, options: SweepOptions
 ) -> dict[int, float]:
     """Median over repetitions of the gateway's CPU µs per streamed token, by concurrency."""
     process = psutil.Process(server.process.pid)
@@ -91,10 +99,10 @@ async def gateway_cpu_per_token(
     for concurrency in options.concurrency:
         samples = []
         for rep in range(options.repetitions):
-            trial = Trial(server.gateway.name, concurrency, rep)
+            trial = Trial(gateway.name, concurrency, rep)
             before = cpu_seconds(process)
             await run_trial(
-                server.gateway, model, workload, trial, max(CPU_REQUESTS, concurrency), indices
+                gateway, model, workload, trial, max(CPU_REQUESTS, concurrency), indices
             )
             tokens = sum(result.completion_tokens for result in trial.results)
             samples.append((cpu_seconds(process) - before) / tokens * 1e6)
@@ -157,6 +165,19 @@ def print_table(rows: list[dict[str, float | int]]) -> None:
         )
 
 
+def bench_key(folder: Path) -> str:
+    """A key in a scratch database that the served gateway is pointed at (through its
+    environment), with limits the load never reaches."""
+    url = f"sqlite:///{folder / 'security.db'}"
+    os.environ["DSDEPLOY_DB_URL"] = url
+    store = KeyStore.open(SecuritySettings(db_url=url), folder)
+    try:
+        _, secret = store.create("bench", rpm=1_000_000, tpm=10**9, max_concurrent=10_000)
+    finally:
+        store.close()
+    return secret
+
+
 def measure(args: argparse.Namespace, threads: int) -> list[dict[str, float | int]]:
     flags = ["--threads", str(threads), "--parallel", str(args.parallel), "--ctx-size", "2048"]
     program = (sys.executable, __file__, SERVE_WITH_EVENT_HOOK) if args.event_hook else DSDEPLOY
@@ -173,11 +194,13 @@ def measure(args: argparse.Namespace, threads: int) -> list[dict[str, float | in
         print(f"threads={threads}: trial {done}/{total}")
 
     try:
-        targets = [server.raw, server.gateway]
+        targets = [server.raw, replace(server.gateway, api_key=args.api_key)]
         models = asyncio.run(served_models(targets))
         trials = asyncio.run(sweep(targets, models, options, show))
         cpu_us = asyncio.run(
-            gateway_cpu_per_token(server, models[server.gateway.name], options.workload, options)
+            gateway_cpu_per_token(
+                server, targets[1], models[server.gateway.name], options.workload, options
+            )
         )
     finally:
         server.stop()
@@ -207,21 +230,30 @@ def main() -> None:
     parser.add_argument(
         "--event-hook", action="store_true", help="serve with one no-op on_event hook"
     )
+    parser.add_argument(
+        "--keys", action="store_true", help="require an API key (with per-key limits) too"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument(
-        "--quick", action="store_true", help="one short rep at 1 and 2 streams, with the hook"
+        "--quick",
+        action="store_true",
+        help="one short rep at 1 and 2 streams, with the hook and a key",
     )
     args = parser.parse_args()
     if args.quick:  # a check that it runs, not a measurement
         args.reps, args.concurrency, args.max_tokens = 1, (1, 2), 16
-        args.threads, args.parallel, args.event_hook = [cores], 2, True
-    name = "gateway_overhead_event_hook" if args.event_hook else "gateway_overhead"
+        args.threads, args.parallel, args.event_hook, args.keys = [cores], 2, True, True
+    name = "gateway_overhead" + ("_event_hook" if args.event_hook else "")
+    name += "_keys" if args.keys else ""
     args.out = args.out or RESULTS / (
         "gateway_overhead.quick.json" if args.quick else f"{name}.json"
     )
 
     load_before = os.getloadavg()
-    rows = [row for threads in args.threads for row in measure(args, threads)]
+    with tempfile.TemporaryDirectory(prefix="dsdeploy-bench-keys-") as scratch:
+        args.api_key = bench_key(Path(scratch)) if args.keys else None
+        rows = [row for threads in args.threads for row in measure(args, threads)]
+    del args.api_key  # not written with the settings
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
