@@ -102,7 +102,10 @@ def serve(
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     pool = prepare(settings, models, console)
-    config = uvicorn_config(create_app(pool, gateway, hooks), gateway)
+    app = create_app(pool, gateway, hooks, metrics_token=settings.security.metrics_token)
+    pool.add_listener(app.state.metrics)
+    server = uvicorn.Server(uvicorn_config(app, gateway))
+    app.state.draining = lambda: server.should_exit  # readiness fails once a stop is asked
 
     async def main() -> None:
         try:
@@ -111,7 +114,7 @@ def serve(
                 f"OpenAI API at http://{settings.gateway.host}:{settings.gateway.port}/v1 "
                 f"(models: {', '.join(pool.model_names())})"
             )
-            await uvicorn.Server(config).serve()
+            await server.serve()
         finally:
             await pool.stop()
 

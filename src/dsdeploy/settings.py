@@ -177,6 +177,11 @@ class SecuritySettings(BaseSettings):
         description="Redis for rate limits shared by several gateway replicas, e.g. "
         "redis://host:6379/0 (default: limits kept in this process's memory).",
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token Prometheus must send to read /metrics (default: none, and "
+        "/metrics answers only clients on this machine).",
+    )
 
 
 class Settings(BaseSettings):

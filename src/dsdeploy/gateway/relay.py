@@ -1,9 +1,11 @@
 """Relaying a streamed answer from the engine to the client.
 
 With no hook reading events the relay passes the engine's chunks on as they arrive,
-looking at nothing (as fast as a relay can be). With one, chunks are cut into server-sent
-events, each goes through the hooks, and what they return is sent; the usage the answer
-reports is noted on the request's context on the way.
+looking at nothing (as fast as a relay can be); when any hook is registered it keeps the
+stream's first chunk and last few KiB, and reads the usage the answer reports from them
+once it ends (the first and last events carry it). With a hook reading events, chunks are
+cut into server-sent events, each goes through the hooks, and what they return is sent;
+the usage is noted on the request's context on the way.
 
 However the stream ends — finished, broken by the engine, or abandoned by the client — the
 engine connection is closed (which cancels the request in the engine) and the lease ends.
@@ -32,18 +34,36 @@ ENGINE_STOPPED = ApiError(
 )
 HOOK_FAILED = ApiError(500, "internal error in the gateway; it has been logged")
 
+USAGE_TAIL_BYTES = 8192
+"""How much of a stream's end the byte relay keeps to read its usage from."""
+
 Done = Callable[[], Awaitable[None]]
 """Called once the answer is over (its last byte sent, or it failed): ends the lease."""
 
 
+def record_usage_from(ctx: RequestContext, *parts: bytes) -> None:
+    """Note the usage reported by the events in ``parts`` (whole or cut-off events)."""
+    for part in parts:
+        parser = SseParser()
+        for event in [*parser.feed(part), parser.rest()]:
+            if event is not None and '"usage"' in event.data:
+                ctx.record_usage(event.payload)
+
+
 async def relay_bytes(
-    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape
+    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, keep_usage: bool
 ) -> AsyncGenerator[bytes, None]:
+    head = tail = b""
     try:
         async for chunk in response.content.iter_any():
             if ctx.timings.first_byte is None:
                 ctx.timings.first_byte = time.monotonic()
+                head = chunk if keep_usage else b""
+            elif keep_usage:
+                tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
             yield chunk
+        ctx.timings.last_byte = time.monotonic()
+        record_usage_from(ctx, head, tail)
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
         yield shape.stream_event(ENGINE_STOPPED, ctx.id)
@@ -76,6 +96,7 @@ async def relay_events(
         last = parser.rest()
         if last is not None and (out := await through_hooks([last], ctx, hooks)):
             yield out
+        ctx.timings.last_byte = time.monotonic()
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
         yield shape.stream_event(ENGINE_STOPPED, ctx.id)
@@ -108,4 +129,4 @@ def relay(
 ) -> AsyncGenerator[bytes, None]:
     if hooks.read_events:
         return relay_events(response, ctx, shape, hooks)
-    return relay_bytes(response, ctx, shape)
+    return relay_bytes(response, ctx, shape, keep_usage=bool(hooks))
