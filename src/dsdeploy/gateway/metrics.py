@@ -49,6 +49,9 @@ class GatewayMetrics(Hook):
         ProcessCollector(registry=self.registry)  # the gateway's own RSS, CPU, open files
         self._open: set[str] = set()
         self._define(self.registry)
+        for model in self.models:  # series exist from the start, so rate() sees the first
+            for family in (self.ttft, self.itl, self.prompt_tokens, self.completion_tokens):
+                family.labels(model)
 
     def _define(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
