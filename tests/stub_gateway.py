@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -62,11 +63,12 @@ def stub_gateway(
     engine: StubEngine | None = None,
     metrics_token: str | None = None,
     hooks: Iterable[Hook] = (),
+    nvml: Any = None,
 ) -> Iterator[StubGateway]:
     settings = GatewaySettings(port=free_port())
     pool = stub_pool(folder, models, engine or StubEngine())
     token = SecretStr(metrics_token) if metrics_token is not None else None
-    app = create_app(pool, settings, hooks, metrics_token=token)
+    app = create_app(pool, settings, hooks, metrics_token=token, nvml=nvml)
     pool.add_listener(app.state.metrics)
     server = uvicorn.Server(uvicorn_config(app, settings))
     failures: list[BaseException] = []

@@ -3,8 +3,8 @@ key, a client address or a prompt, without letting clients invent label values, 
 for whoever holds the metrics token; the health probes say whether to send traffic.
 
 The gateway runs as ``serve`` runs it, on stub engines (``tests/stub_gateway.py``). The GPU
-collector is fed an object with NVML's functions, as no GPU is present here: the one
-stand-in of these tests."""
+collector is fed an object with NVML's functions (``tests/fake_nvml.py``), as no GPU is
+present here: the one stand-in of these tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -29,6 +28,7 @@ from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.metrics_collectors import GpuCollector
 from dsdeploy.hardware import probe_gpus
 from dsdeploy.settings import GatewaySettings
+from tests.fake_nvml import FakeNvml
 from tests.stub_engine import StubEngine
 from tests.stub_gateway import StubGateway, stub_gateway, stub_pool
 
@@ -198,45 +198,6 @@ def test_ready_is_503_at_once_when_an_engine_dies_or_the_gateway_drains(tmp_path
 def scrape_open(gateway: StubGateway) -> str:
     """/metrics of a gateway with no token, from this machine."""
     return httpx.get(gateway.base_url + "/metrics").text
-
-
-class FakeNvml(SimpleNamespace):
-    """NVML's functions as pynvml names them, answering for two GPUs (no GPU here)."""
-
-    class NVMLError(Exception):
-        pass
-
-    NVML_TEMPERATURE_GPU = 0
-
-    def __init__(self, *, driver: bool = True) -> None:
-        super().__init__(driver=driver)
-
-    def nvmlInit(self) -> None:  # noqa: N802 - NVML's own names
-        if not self.driver:
-            raise self.NVMLError("NVML Shared Library Not Found")
-
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
-        return index
-
-    def nvmlDeviceGetName(self, handle: int) -> str:  # noqa: N802
-        return "NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:  # noqa: N802
-        return SimpleNamespace(used=(handle + 1) * 2**30, total=80 * 2**30, free=0)
-
-    def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:  # noqa: N802
-        return SimpleNamespace(gpu=37, memory=12)
-
-    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:  # noqa: N802
-        return 61
-
-    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:  # noqa: N802
-        if handle == 1:
-            raise self.NVMLError("Not Supported")
-        return 312_500  # milliwatts
 
 
 def gpu_text(nvml: Any) -> str:
