@@ -112,6 +112,17 @@ def test_requests_tokens_and_stream_timings_are_counted(gateway: StubGateway) ->
     assert value(text, "process_resident_memory_bytes") > 0  # the gateway itself
 
 
+def test_anthropic_streams_count_prompt_and_completion_tokens(gateway: StubGateway) -> None:
+    body = {**chat(tokens=7), "stream": True}
+    with httpx.stream("POST", gateway.base_url + "/v1/messages", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        r.read()
+    text = scrape(gateway)
+    assert value(text, "dsdeploy_completion_tokens_total", model="stub") == 7  # message_delta
+    assert value(text, "dsdeploy_prompt_tokens_total", model="stub") > 0  # message_start
+    assert value(text, "dsdeploy_inter_token_latency_seconds_count", model="stub") == 1
+
+
 def test_labels_hold_no_key_address_or_prompt(gateway: StubGateway) -> None:
     headers = {"authorization": f"Bearer {API_KEY}", "x-forwarded-for": CLIENT_IP}
     response = httpx.post(

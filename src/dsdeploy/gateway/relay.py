@@ -2,8 +2,8 @@
 
 With no hook reading events the relay passes the engine's chunks on as they arrive,
 looking at nothing (as fast as a relay can be); when any hook is registered it keeps the
-stream's first chunk and last few KiB, and reads the usage the answer reports from them
-once it ends (the first and last events carry it). With a hook reading events, chunks are
+stream's first chunk and its last few chunks, and reads the usage the answer reports from
+them once it ends (the first and last events carry it). With a hook reading events, chunks are
 cut into server-sent events, each goes through the hooks, and what they return is sent;
 the usage is noted on the request's context on the way.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import aiohttp
@@ -24,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.errors import ApiError, ErrorShape
 from dsdeploy.gateway.hooks import Hooks
-from dsdeploy.gateway.sse import SseEvent, SseParser
+from dsdeploy.gateway.sse import SseEvent, SseParser, parse_block
 
 log = logging.getLogger("dsdeploy.gateway")
 
@@ -34,36 +35,47 @@ ENGINE_STOPPED = ApiError(
 )
 HOOK_FAILED = ApiError(500, "internal error in the gateway; it has been logged")
 
-USAGE_TAIL_BYTES = 8192
-"""How much of a stream's end the byte relay keeps to read its usage from."""
+TAIL_CHUNKS = 16
+"""How many of a stream's last chunks the byte relay keeps to read its usage from: the
+usage event is the last or next to last (llama-server writes one event per chunk)."""
 
 Done = Callable[[], Awaitable[None]]
 """Called once the answer is over (its last byte sent, or it failed): ends the lease."""
 
 
+def last_usage_event(part: bytes) -> SseEvent | None:
+    """The last event in ``part`` that mentions usage, found without parsing the others."""
+    part = part.replace(b"\r\n", b"\n")
+    at = part.rfind(b'"usage"')
+    if at < 0:
+        return None
+    start = part.rfind(b"\n\n", 0, at)
+    end = part.find(b"\n\n", at)
+    return parse_block(part[start + 2 if start >= 0 else 0 : end if end >= 0 else len(part)])
+
+
 def record_usage_from(ctx: RequestContext, *parts: bytes) -> None:
-    """Note the usage reported by the events in ``parts`` (whole or cut-off events)."""
+    """Note the usage reported in ``parts`` (the stream's first chunk, then its end)."""
     for part in parts:
-        parser = SseParser()
-        for event in [*parser.feed(part), parser.rest()]:
-            if event is not None and '"usage"' in event.data:
-                ctx.record_usage(event.payload)
+        if (event := last_usage_event(part)) is not None:
+            ctx.record_usage(event.payload)
 
 
 async def relay_bytes(
     response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, keep_usage: bool
 ) -> AsyncGenerator[bytes, None]:
-    head = tail = b""
+    head = b""
+    tail: deque[bytes] = deque(maxlen=TAIL_CHUNKS)
     try:
         async for chunk in response.content.iter_any():
             if ctx.timings.first_byte is None:
                 ctx.timings.first_byte = time.monotonic()
                 head = chunk if keep_usage else b""
             elif keep_usage:
-                tail = (tail + chunk)[-USAGE_TAIL_BYTES:]
+                tail.append(chunk)
             yield chunk
         ctx.timings.last_byte = time.monotonic()
-        record_usage_from(ctx, head, tail)
+        record_usage_from(ctx, head, b"".join(tail))
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
         yield shape.stream_event(ENGINE_STOPPED, ctx.id)
