@@ -109,6 +109,7 @@ def test_requests_tokens_and_stream_timings_are_counted(gateway: StubGateway) ->
     assert value(text, "dsdeploy_engine_up", model="stub") == 1
     assert value(text, "dsdeploy_engine_resident_memory_bytes", model="stub") > 10 * 2**20
     assert value(text, "dsdeploy_engine_slots_busy", model="stub") == 0  # engine's own count
+    assert 'dsdeploy_engine_sequence_tokens_max{model="stub"}' in text  # a counter there
     assert value(text, "process_resident_memory_bytes") > 0  # the gateway itself
 
 

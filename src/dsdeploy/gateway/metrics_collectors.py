@@ -50,11 +50,10 @@ async def scrape_engine(proxy: EngineProxy, upstream: Upstream, path: str) -> di
     async with session.get(ENGINE_URL + path, timeout=timeout) as response:
         response.raise_for_status()
         text = await response.text()
-    return {
-        sample.name: sample.value
+    return {  # by family: the parser names a counter's sample ``…_total``
+        family.name: family.samples[0].value
         for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name in ENGINE_GAUGES
+        if family.name in ENGINE_GAUGES and family.samples
     }
 
 
