@@ -52,3 +52,9 @@ def test_gateway_overhead_quick_mode_compares_raw_and_gateway_with_a_hook(
     rows = result["summary"]
     assert [row["concurrency"] for row in rows] == [1, 2]  # type: ignore[union-attr]
     assert all(row["errors"] == 0 for row in rows)  # type: ignore[union-attr]
+
+
+def test_metrics_cost_quick_mode_times_the_hook_and_the_usage_read(isolated_home: Path) -> None:
+    result = run_quick("metrics_cost.py", isolated_home)
+    assert 0 < result["hook_us_per_request"] < 10_000  # type: ignore[operator]
+    assert result["read_usage_us_per_stream"] < result["parse_all_8kib_us_per_stream"]  # type: ignore[operator]
