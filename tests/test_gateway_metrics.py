@@ -28,6 +28,7 @@ from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.metrics_collectors import GpuCollector
 from dsdeploy.hardware import probe_gpus
 from dsdeploy.settings import GatewaySettings
+from tests.conftest import Server
 from tests.fake_nvml import FakeNvml
 from tests.stub_engine import StubEngine
 from tests.stub_gateway import StubGateway, stub_gateway, stub_pool
@@ -232,3 +233,15 @@ def test_no_gpu_means_no_gpu_metrics() -> None:
     assert "dsdeploy_gpu" not in gpu_text(FakeNvml(driver=False))
     gpus, _, _, _ = probe_gpus()
     assert ("dsdeploy_gpu" in gpu_text(None)) == bool(gpus)  # the real pynvml
+
+
+@pytest.mark.engine
+def test_llama_server_reports_its_slots_and_sequences_through_metrics(
+    shared_server: Server,
+) -> None:
+    reply = httpx.post(shared_server.api + "/chat/completions", json=chat("smollm2"), timeout=120)
+    assert reply.status_code == 200
+    text = httpx.get(shared_server.base_url + "/metrics").text  # no token: loopback only
+    assert 'dsdeploy_engine_slots_busy{model="smollm2"}' in text
+    assert value(text, "dsdeploy_engine_sequence_tokens_max", model="smollm2") > 0
+    assert value(text, "dsdeploy_completion_tokens_total", model="smollm2") >= 1
