@@ -129,7 +129,7 @@ class GatewayMetrics(Hook):
         self._open.discard(ctx.id)
         route, model = ctx.route or "", self.model_label(ctx.model)
         key_id = ctx.key_id or NO_KEY
-        self.requests.labels(route, model, str(ctx.status), key_id).inc()
+        self.requests.labels(route, model, str(ctx.status or 0), key_id).inc()
         if ctx.decision == "rate_limited":
             self.rate_limited.labels(route, model, key_id).inc()
         timings = ctx.timings
