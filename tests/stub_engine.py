@@ -36,7 +36,12 @@ class StubEngine(Behaviour):
     name: str = "stub"
     health_path: str = "/health"
     capabilities: EngineCapabilities = EngineCapabilities(
-        embeddings=True, responses=True, messages=True, tokenize=True, max_choices=4
+        embeddings=True,
+        responses=True,
+        messages=True,
+        tokenize=True,
+        max_choices=4,
+        metrics_path="/metrics",
     )
 
     def launch(self, socket_path: Path, environ: Mapping[str, str]) -> LaunchSpec:

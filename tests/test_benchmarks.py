@@ -82,6 +82,8 @@ def test_model_check_quick_mode_times_a_deepseek_shaped_header(isolated_home: Pa
     result = run_quick("model_check.py", isolated_home)
     files = [row["file"] for row in result["rows"]]  # type: ignore[union-attr]
     assert files == ["DeepSeek-V3-shaped Q4_K, 4 layers", "safetensors shard, 1500 tensors"]
+
+
 def test_redactor_quick_mode_scores_each_candidate_on_every_kind(isolated_home: Path) -> None:
     result = run_quick("redactor.py", isolated_home)
     rows = {row["candidate"]: row for row in result["rows"]}  # type: ignore[union-attr]
@@ -97,3 +99,9 @@ def test_audit_writer_quick_mode_measures_the_request_path_and_the_write_rate(
     result = run_quick("audit_writer.py", isolated_home)
     assert result["request_path_us"]["cpu_us"] > 0  # type: ignore[index]
     assert all(rate["intact"] for rate in result["rates"])  # type: ignore[union-attr]
+
+
+def test_metrics_cost_quick_mode_times_the_hook_and_the_usage_read(isolated_home: Path) -> None:
+    result = run_quick("metrics_cost.py", isolated_home)
+    assert 0 < result["hook_us_per_request"] < 10_000  # type: ignore[operator]
+    assert result["read_usage_us_per_stream"] < result["parse_all_8kib_us_per_stream"]  # type: ignore[operator]

@@ -154,7 +154,9 @@ def serve(
     audit = RequestAudit(writer, security.audit_content) if writer else None
     limits = LimitsHook(security)
     app = create_app(pool, gateway, [*hooks, limits], auth, security, audit)
-    config = uvicorn_config(app, gateway, security)
+    pool.add_listener(app.state.metrics)
+    server = uvicorn.Server(uvicorn_config(app, gateway, security))
+    app.state.draining = lambda: server.should_exit  # readiness fails once a stop is asked
     scheme = "https" if security.tls_cert is not None else "http"
 
     async def main() -> None:
@@ -164,7 +166,7 @@ def serve(
                 f"OpenAI API at {scheme}://{gateway.host}:{gateway.port}/v1 "
                 f"(models: {', '.join(pool.model_names())})"
             )
-            await uvicorn.Server(config).serve()
+            await server.serve()
         finally:
             await pool.stop()
             await limits.aclose()

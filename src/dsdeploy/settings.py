@@ -233,7 +233,7 @@ class SecuritySettings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None,
         description="Bearer token for /metrics alone (API keys do not open it); without it, "
-        "/metrics needs an API key like any other path.",
+        "/metrics answers only clients on this machine (with an API key once keys exist).",
     )
     weights_key_file: Path | None = Field(
         None,

@@ -20,6 +20,7 @@ from tests.stub_server.state import STUB, Stub
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
 routes = web.RouteTableDef()
 
 
@@ -32,6 +33,25 @@ async def health(request: web.Request) -> web.Response:
     if not request.app[STUB].ready:
         raise loading_error()
     return web.json_response({"status": "ok"})
+
+
+@routes.get(METRICS_PATH)
+async def metrics(request: web.Request) -> web.Response:
+    """llama-server's ``--metrics`` text: its names, types and help lines (a subset)."""
+    stub = request.app[STUB]
+    lines = []
+    for name, kind, value in (
+        ("tokens_predicted_total", "counter", stub.requests),
+        ("requests_processing", "gauge", stub.processing),
+        ("requests_deferred", "gauge", 0),
+        ("n_tokens_max", "counter", 0),
+    ):
+        lines += [
+            f"# HELP llamacpp:{name} {name}",
+            f"# TYPE llamacpp:{name} {kind}",
+            f"llamacpp:{name} {value}",
+        ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
 def fail(how: str) -> None:
@@ -58,7 +78,7 @@ def parsed(body: bytes) -> object:
 @web.middleware
 async def engine_behaviour(request: web.Request, handler: Handler) -> web.StreamResponse:
     stub = request.app[STUB]
-    if request.path == HEALTH_PATH:
+    if request.path in (HEALTH_PATH, METRICS_PATH):
         return await handler(request)  # probes are not requests: not recorded nor counted
     body = parsed(await request.read())
     stub.record("request", method=request.method, path=request.path, body=body)
@@ -69,11 +89,14 @@ async def engine_behaviour(request: web.Request, handler: Handler) -> web.Stream
         raise loading_error()
     if request.method == "POST" and body is None:
         raise json_error(500, "[json.exception.parse_error.101] parse error", "server_error")
+    stub.processing += 1
     try:
         return await handler(request)
     except (asyncio.CancelledError, ConnectionResetError):
         stub.record("cancelled", path=request.path, tokens=request.get(SENT, 0))
         raise
+    finally:
+        stub.processing -= 1
 
 
 def create_app(stub: Stub) -> web.Application:

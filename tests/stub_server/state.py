@@ -75,6 +75,8 @@ class Stub:
     behaviour: Behaviour
     ready: bool = False
     requests: int = 0
+    processing: int = 0
+    """Requests being answered now (llama-server's ``requests_processing``)."""
     exit_code: int = 0
 
     def record(self, event: str, **details: object) -> None:

@@ -48,6 +48,8 @@ class EngineCapabilities:
     """``/tokenize`` and ``/detokenize``."""
     max_choices: int = 1
     """Largest ``n`` (choices per request) the engine answers."""
+    metrics_path: str | None = None
+    """Where the engine serves its own Prometheus metrics, read when /metrics is scraped."""
     reasoning_parser: str | None = None
     tool_parser: str | None = None
 

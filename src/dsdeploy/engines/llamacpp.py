@@ -89,6 +89,7 @@ class LlamaCppEngine:
             messages=generates,
             tokenize=True,
             max_choices=self.options.parallel if generates else 1,
+            metrics_path="/metrics",
         )
         object.__setattr__(self, "capabilities", capabilities)
 
@@ -119,6 +120,7 @@ class LlamaCppEngine:
             "--ctx-size",
             str(launch.ctx_per_slot * launch.parallel),
             "--no-webui",
+            "--metrics",  # slots busy and requests deferred, read when /metrics is scraped
             "--offline",
             "--log-colors",
             "off",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -15,6 +16,7 @@ from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
+from dsdeploy.gateway.metrics import GatewayMetrics
 from dsdeploy.gateway.network import NetworkGuard, NetworkPolicy
 from dsdeploy.gateway.openapi import DocumentedApp
 from dsdeploy.gateway.pipeline import RequestContextMiddleware
@@ -30,6 +32,10 @@ ERROR_SHAPES = ((ANTHROPIC_PREFIX, ANTHROPIC),)
 """Paths whose errors take another API's shape than OpenAI's."""
 
 
+def not_draining() -> bool:
+    return False
+
+
 def create_app(
     pool: UpstreamPool,
     settings: GatewaySettings,
@@ -37,11 +43,15 @@ def create_app(
     auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen, so one shared default is safe)
     security: SecuritySettings | None = None,
     audit: RequestAudit | None = None,
+    *,
+    nvml: Any = None,
 ) -> FastAPI:
     """The app routes to the pool's engines; the pool's owner starts and stops them (and
     the audit's writer). More hooks may be added (``app.state.hooks.add``) until it serves.
     Every path but the probes is behind ``auth`` (see ``gateway.auth``); ``audit`` records
-    every request, refused ones included.
+    every request, refused ones included. Its metrics (``app.state.metrics``) are the first
+    hook; ``nvml`` stands in for ``pynvml``. ``app.state.draining`` is asked by the
+    readiness probe: the server's owner sets it.
 
     ``security`` (what ``serve`` always passes) puts the network guard and CORS in front of
     auth; without it the app is for in-process use only (tests), with no network checks."""
@@ -59,8 +69,12 @@ def create_app(
     app.state.created = int(time.time())
     app.state.max_body_bytes = settings.max_body_bytes
     app.state.body_timeout_s = settings.body_timeout_s
+    app.state.metrics = GatewayMetrics(pool, nvml)
+    app.state.metrics_token = auth.metrics_token
+    app.state.draining = not_draining
     allowlist = [ModelAllowlist()] if auth.keys is not None else []
-    app.state.hooks = Hooks([*allowlist, *hooks, *(audit.hooks if audit else ())])
+    audit_hooks = audit.hooks if audit else ()
+    app.state.hooks = Hooks([app.state.metrics, *allowlist, *hooks, *audit_hooks])
     # The last added runs first: context, network guard, CORS (a preflight carries no
     # key), auth, app.
     app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)

@@ -70,6 +70,8 @@ class Timings:
     """The request was handed to the engine."""
     first_byte: float | None = None
     """The engine's first answer bytes arrived (a plain answer arrives all at once)."""
+    last_byte: float | None = None
+    """A stream's last engine bytes were relayed (None for plain answers)."""
     done: float | None = None
     """The answer's last byte was sent, or the request failed or was abandoned."""
 

@@ -13,8 +13,9 @@ request of the pipeline's routes, in registration order:
   event (changed or not) or None to drop it. Only a hook that overrides it makes the
   gateway parse events; with none the stream is relayed as raw bytes.
 - ``after(ctx, usage)`` once the answer is over, whatever the outcome (``ctx.status``,
-  ``ctx.timings``); ``usage`` is known, plain or streamed, when any hook is registered
-  (a stream's is read from its first and last events). Its failures are logged, never sent.
+  ``ctx.timings``); when any hook is registered, ``usage`` is known for plain answers and
+  for streams that report it (read from their ends, or from every event when some hook
+  reads events). Its failures are logged, never sent.
 """
 
 from __future__ import annotations

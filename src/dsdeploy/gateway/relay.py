@@ -1,11 +1,11 @@
 """Relaying a streamed answer from the engine to the client.
 
-With no hook reading events the relay passes the engine's chunks on as they arrive, as
-fast as a relay can be; when some hook wants the answer's usage, it looks only at the first
-chunk and at the last few kilobytes, where the APIs report it (Anthropic's input tokens in
-``message_start``, everyone's totals in the last events), so no event is parsed on the way.
-With a hook reading events, chunks are cut into server-sent events, each goes through the
-hooks, and what they return is sent; the usage is noted on the way.
+With no hook reading events the relay passes the engine's chunks on as they arrive,
+looking at nothing (as fast as a relay can be); when any hook is registered it keeps the
+stream's first chunk and its last few chunks, and reads the usage the answer reports from
+them once it ends (the first and last events carry it). With a hook reading events, chunks are
+cut into server-sent events, each goes through the hooks, and what they return is sent;
+the usage is noted on the request's context on the way.
 
 However the stream ends — finished, broken by the engine, or abandoned by the client — the
 engine connection is closed (which cancels the request in the engine) and the lease ends.
@@ -13,10 +13,9 @@ engine connection is closed (which cancels the request in the engine) and the le
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import aiohttp
@@ -26,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.errors import ApiError, ErrorShape
 from dsdeploy.gateway.hooks import Hooks
-from dsdeploy.gateway.sse import SseEvent, SseParser
+from dsdeploy.gateway.sse import SseEvent, SseParser, parse_block
 
 log = logging.getLogger("dsdeploy.gateway")
 
@@ -36,42 +35,51 @@ ENGINE_STOPPED = ApiError(
 )
 HOOK_FAILED = ApiError(500, "internal error in the gateway; it has been logged")
 
+TAIL_CHUNKS = 16
+"""How many of a stream's last chunks the byte relay keeps to read its usage from: the
+usage event is the last or next to last (llama-server writes one event per chunk)."""
+
 Done = Callable[[], Awaitable[None]]
 """Called once the answer is over (its last byte sent, or it failed): ends the lease."""
 
 
-TAIL_BYTES = 16 * 1024
-"""How much of a stream's end is kept to find its usage: the last events with room to
-spare (a final chunk with usage and llama-server's timings is about 1 KB)."""
+def last_usage_event(part: bytes) -> SseEvent | None:
+    """The last event in ``part`` that mentions usage, found without parsing the others;
+    else the last with llama-server's ``timings``, which hold the counts when the client
+    did not ask for usage (``stream_options.include_usage``)."""
+    part = part.replace(b"\r\n", b"\n")
+    at = part.rfind(b'"usage"')
+    if at < 0:
+        at = part.rfind(b'"timings"')
+    if at < 0:
+        return None
+    start = part.rfind(b"\n\n", 0, at)
+    end = part.find(b"\n\n", at)
+    return parse_block(part[start + 2 if start >= 0 else 0 : end if end >= 0 else len(part)])
 
 
-def note_usage(ctx: RequestContext, data: bytes) -> None:
-    """Record the usage of every whole event in ``data`` that reports one; a piece cut at
-    either end is not valid JSON and is skipped."""
-    for piece in data.split(b"\n\n"):
-        if b'"usage"' not in piece and b'"timings"' not in piece:
-            continue
-        for line in piece.split(b"\n"):
-            if line.startswith(b"data:"):
-                with contextlib.suppress(ValueError):
-                    ctx.record_usage(json.loads(line[5:]))
+def record_usage_from(ctx: RequestContext, *parts: bytes) -> None:
+    """Note the usage reported in ``parts`` (the stream's first chunk, then its end)."""
+    for part in parts:
+        if (event := last_usage_event(part)) is not None:
+            ctx.record_usage(event.payload)
 
 
 async def relay_bytes(
-    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, usage: bool
+    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, keep_usage: bool
 ) -> AsyncGenerator[bytes, None]:
-    tail = b""
+    head = b""
+    tail: deque[bytes] = deque(maxlen=TAIL_CHUNKS)
     try:
         async for chunk in response.content.iter_any():
             if ctx.timings.first_byte is None:
                 ctx.timings.first_byte = time.monotonic()
-                if usage:
-                    note_usage(ctx, chunk)
-            elif usage:
-                tail = tail[-TAIL_BYTES:] + chunk
+                head = chunk if keep_usage else b""
+            elif keep_usage:
+                tail.append(chunk)
             yield chunk
-        if tail:
-            note_usage(ctx, tail)
+        ctx.timings.last_byte = time.monotonic()
+        record_usage_from(ctx, head, b"".join(tail))
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
         yield shape.stream_event(ENGINE_STOPPED, ctx.id)
@@ -104,6 +112,7 @@ async def relay_events(
         last = parser.rest()
         if last is not None and (out := await through_hooks([last], ctx, hooks)):
             yield out
+        ctx.timings.last_byte = time.monotonic()
     except aiohttp.ClientError as exc:
         log.warning("engine stream broke: %r", exc)
         yield shape.stream_event(ENGINE_STOPPED, ctx.id)
@@ -136,4 +145,4 @@ def relay(
 ) -> AsyncGenerator[bytes, None]:
     if hooks.read_events:
         return relay_events(response, ctx, shape, hooks)
-    return relay_bytes(response, ctx, shape, usage=bool(hooks))
+    return relay_bytes(response, ctx, shape, keep_usage=bool(hooks))

@@ -8,6 +8,7 @@ nor stopped, and a blue-green swap drains it before stopping it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +54,10 @@ class UpstreamPool(Protocol):
 
     def lease(self, model: str) -> AbstractAsyncContextManager[Upstream]:
         """The model's running upstream, held (counted in flight) until the block exits."""
+        ...
+
+    def running(self) -> Mapping[str, Upstream]:
+        """Each loaded model's upstream, ready or not (for scraping the engine's metrics)."""
         ...
 
     def status(self) -> list[dict[str, object]]:

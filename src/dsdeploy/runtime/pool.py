@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
@@ -57,33 +58,68 @@ class ModelState:
     spec: ModelSpec
     running: Running | None = None
     loading: asyncio.Task[Running] | None = None
+    waiting: int = 0
+    """Requests waiting for this model's engine to load."""
+
+
+class PoolListener(Protocol):
+    """Told of loads and unloads as they happen (metrics), off the request path."""
+
+    def model_loaded(self, model: str, seconds: float) -> None: ...
+
+    def model_unloaded(self, model: str, reason: str) -> None:
+        """``reason``: ``memory`` (room for another model) or ``idle`` (keep-alive)."""
+        ...
+
+
+def process_tree(pid: int | None) -> list[psutil.Process]:
+    """The engine and its children (vLLM runs workers)."""
+    if pid is None:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def process_tree_rss(pid: int | None) -> int | None:
-    """Resident memory of the engine and its children (vLLM runs workers)."""
-    if pid is None:
-        return None
+    """Resident memory of the engine and its children."""
     try:
-        root = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        return sum(p.memory_info().rss for p in process_tree(pid)) if pid else None
     except psutil.Error:
         return None
+
+
+def process_tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) the engine and its children have used."""
+    try:
+        times = [p.cpu_times() for p in process_tree(pid)]
+    except psutil.Error:
+        return None
+    return sum(t.user + t.system for t in times) if pid else None
 
 
 def model_status(state: ModelState) -> dict[str, object]:
     running = state.running
     if running is None:
         phase = "loading" if state.loading is not None else "not loaded"
+    elif running.supervisor.ready:
+        phase = "ready"
+    elif running.supervisor.state == "ready":  # it died; the watcher has not seen it yet
+        phase = "restarting"
     else:
-        phase = "ready" if running.supervisor.ready else running.supervisor.state
+        phase = running.supervisor.state
     return {
         "model": state.spec.name,
         "state": phase,
         "pinned": state.spec.pinned,
         "planned_bytes": state.spec.planned_bytes,
         "rss_bytes": process_tree_rss(running.supervisor.pid) if running else None,
+        "cpu_s": process_tree_cpu_s(running.supervisor.pid) if running else None,
         "slots": state.spec.slots,
         "in_flight": running.in_flight if running else 0,
+        "waiting": state.waiting,
         "idle_s": round(running.idle_s, 1) if running else None,
         "restarts": running.supervisor.restarts if running else 0,
     }
@@ -112,6 +148,10 @@ class EnginePool:
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self._listeners: list[PoolListener] = []
+
+    def add_listener(self, listener: PoolListener) -> None:
+        self._listeners.append(listener)
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
@@ -123,6 +163,10 @@ class EnginePool:
         """What `dsdeploy ps` shows: each model's state, memory planned and measured, slots
         busy and idle time."""
         return [model_status(state) for state in self.states()]
+
+    def running(self) -> dict[str, Supervisor]:
+        """Each loaded model's engine (ready or not), for reading its own metrics."""
+        return {s.spec.name: s.running.supervisor for s in self.states() if s.running}
 
     def health(self) -> tuple[bool, str]:
         """Serving is possible unless every pinned model's engine is down."""
@@ -194,15 +238,19 @@ class EnginePool:
         if state.running is not None:
             return state.running
         assert state.loading is not None
+        state.waiting += 1
         try:
             return await asyncio.wait_for(asyncio.shield(state.loading), wait_s)
         except asyncio.TimeoutError:
             raise EngineUnavailable(
                 f"the model {state.spec.name!r} is still loading; retry in a few seconds"
             ) from None
+        finally:
+            state.waiting -= 1
 
     async def _load(self, state: ModelState) -> Running:
         supervisor = state.spec.make_supervisor()
+        started = time.monotonic()
         try:
             await supervisor.start()
         except EngineStartFailed as failure:
@@ -215,6 +263,8 @@ class EnginePool:
             state.loading = None
         state.running = Running(supervisor)
         log.info("loaded %s (planned %s)", state.spec.name, gib(state.spec.planned_bytes))
+        for listener in self._listeners:
+            listener.model_loaded(state.spec.name, time.monotonic() - started)
         return state.running
 
     def _reserved_bytes(self) -> int:
@@ -247,7 +297,7 @@ class EnginePool:
             )
         for victim in chosen:
             log.info("unloading %s (idle) to make room for %s", victim.spec.name, spec.name)
-            await self._unload(victim)
+            await self._unload(victim, "memory")
 
     def _eviction_order(self) -> list[ModelState]:
         idle = [
@@ -257,9 +307,11 @@ class EnginePool:
         ]
         return sorted(idle, key=lambda s: s.running.last_used if s.running else 0.0)
 
-    async def _unload(self, state: ModelState) -> None:
+    async def _unload(self, state: ModelState, reason: str) -> None:
         running, state.running = state.running, None
         if running is not None:
+            for listener in self._listeners:
+                listener.model_unloaded(state.spec.name, reason)
             await self._stop_engine(running.supervisor)
 
     async def _drain_and_stop(self, running: Running) -> None:
@@ -281,4 +333,4 @@ class EnginePool:
             for state in self._eviction_order():
                 if state.running is not None and state.running.idle_s > self.keep_alive_s:
                     log.info("unloading %s after %.0f s idle", state.spec.name, self.keep_alive_s)
-                    await self._unload(state)
+                    await self._unload(state, "idle")
