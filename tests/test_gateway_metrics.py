@@ -156,7 +156,7 @@ def test_metrics_without_the_token_is_401(gateway: StubGateway, headers: dict[st
     response = httpx.get(gateway.base_url + "/metrics", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.json()["error"]["code"] == "invalid_token"
     assert "dsdeploy_" not in response.text
 
 

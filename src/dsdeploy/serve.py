@@ -113,7 +113,12 @@ def open_auth(settings: Settings, console: Console) -> AuthConfig:
     """The key store behind the gateway; refuses (``ConfigError``) to serve a non-loopback
     address while no key exists, unless told it may."""
     security = settings.security
-    store = KeyStore.open(security, settings.dirs.data)
+    try:
+        store = KeyStore.open(security, settings.dirs.data)
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"cannot open the key database ({type(exc).__name__}); check DSDEPLOY_DB_URL"
+        ) from None
     notice = auth_notice(settings.gateway.host, store.has_active_keys(), security)
     console.print(notice, style="bold red" if notice.startswith("WARNING") else None)
     keys = KeyCache(store, security.key_cache_s, require=security.require_keys)

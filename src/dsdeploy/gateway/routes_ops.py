@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from dsdeploy.gateway.errors import OPENAI, ApiError, client_safe, error_response
 from dsdeploy.gateway.metrics import GatewayMetrics
+from dsdeploy.gateway.pipeline import unknown_model
 from dsdeploy.gateway.upstream import UpstreamPool
 
 HEALTH_DOCS: dict[int | str, dict[str, Any]] = {
@@ -85,7 +86,7 @@ def ready_answer(request: Request, model: str | None) -> JSONResponse:
     if model is not None:
         entry = body["models"].get(model)
         if entry is None:
-            return JSONResponse({"status": "unknown model"}, status_code=404)
+            raise unknown_model(request.app.state.pool, model)
         ok = entry["ready"] and not draining
         body = {"status": "ready" if ok else "unavailable", "models": {model: entry}}
     return JSONResponse(body, status_code=200 if ok else 503)
