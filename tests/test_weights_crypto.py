@@ -48,7 +48,7 @@ def test_round_trip_gives_back_the_same_bytes(size: int) -> None:
     plain = random.Random(size).randbytes(size)
     sealed = seal(plain)
     assert hashlib.sha256(unseal(sealed)).digest() == hashlib.sha256(plain).digest()
-    assert plain[:64] not in sealed or size == 0
+    assert plain[:64] not in sealed or size < 16  # a byte or two may occur by chance
 
 
 def test_same_file_encrypts_differently_each_time() -> None:
