@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from dsdeploy.bench.launch import free_port, wait_healthy
@@ -117,3 +119,16 @@ def start_gateway(log: Path, **env: str) -> Gateway:
         gateway.stop()
         raise AssertionError(log.read_text()[-3000:]) from None
     return gateway
+
+
+def post_until_admitted(
+    url: str, body: dict[str, object], headers: dict[str, str], timeout_s: float, every_s: float
+) -> httpx.Response:
+    """Posts ``body`` until it is answered 200 or ``timeout_s`` passed; the last answer (for
+    a slot or limit that should come back)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = httpx.post(url, json=body, headers=headers)
+        if answer.status_code == 200 or time.monotonic() >= deadline:
+            return answer
+        time.sleep(every_s)

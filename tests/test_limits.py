@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from dsdeploy.settings import SecuritySettings
-from tests.stub_gateway import Gateway, start_gateway
+from tests.stub_gateway import Gateway, post_until_admitted, start_gateway
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
@@ -172,13 +172,8 @@ def test_a_concurrency_slot_comes_back_when_the_client_leaves(slow_gateway: Gate
         assert blocked.status_code == 429
         assert blocked.json()["error"]["code"] == "rate_limit_exceeded"
     # the stream's connection is closed here, 10 s before its answer would end
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        again = httpx.post(slow_gateway.base_url + CHAT, json=chat(), headers=headers)
-        if again.status_code == 200:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"the slot was not given back: {again.status_code} {again.text}")
+    again = post_until_admitted(slow_gateway.base_url + CHAT, chat(), headers, 5, 0.1)
+    assert again.status_code == 200, f"the slot was not given back: {again.text}"
 
 
 def test_the_gateway_queue_bound_answers_503_with_retry_after(slow_gateway: Gateway) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from dsdeploy.bench.launch import free_port
 from tests.real_servers import redis_url
-from tests.stub_gateway import Gateway, start_gateway
+from tests.stub_gateway import Gateway, post_until_admitted, start_gateway
 from tests.test_limits import CHAT, chat
 
 __all__ = ["redis_url"]
@@ -111,13 +110,8 @@ def test_slots_of_a_replica_that_died_come_back_after_the_lease(
         doomed.stop()
     other = replicas[0]
     assert httpx.post(other.base_url + CHAT, json=chat(), headers=headers).status_code == 429
-    deadline = time.monotonic() + LEASE_S + 3
-    while time.monotonic() < deadline:
-        answer = httpx.post(other.base_url + CHAT, json=chat(), headers=headers)
-        if answer.status_code == 200:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"the dead replica's slot never came back: {answer.status_code}")
+    answer = post_until_admitted(other.base_url + CHAT, chat(), headers, LEASE_S + 3, 0.2)
+    assert answer.status_code == 200, "the dead replica's slot never came back"
 
 
 def test_keyed_requests_are_refused_while_redis_does_not_answer(tmp_path: Path) -> None:
