@@ -9,6 +9,8 @@ import socket
 import stat
 from pathlib import Path
 
+import pytest
+
 from dsdeploy.doctor.finding import Finding, exit_code, guarded
 from tests.conftest import run_cli
 
@@ -138,3 +140,13 @@ def test_a_public_address_without_keys_fails_until_the_printed_fix_creates_one(
     assert exposure_of(isolated_home, **public)["status"] == "ok"
     insecure = exposure_of(isolated_home / "other", DSDEPLOY_INSECURE_NO_AUTH="1", **public)
     assert insecure["status"] == "fail" and "WITHOUT AUTHENTICATION" in str(insecure["found"])
+
+
+@pytest.mark.engine
+def test_the_engine_dsdeploy_builds_has_the_fix_of_every_known_advisory(
+    model_home: Path,
+) -> None:
+    done = run_cli(model_home, "doctor", "--json")
+    cves = [f for f in findings_of(done.stdout) if str(f["check"]).startswith("engine-cves")]
+    assert [f["status"] for f in cves] == ["ok"], cves
+    assert "the fix of each of the 4 known advisories is in its source" in str(cves[0]["found"])

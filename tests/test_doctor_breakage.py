@@ -192,6 +192,44 @@ def test_a_version_without_build_number_cannot_rule_advisories_out() -> None:
     assert advisories.build_number("0.5.0-dev (build 8200, commit abc)") == 8200
 
 
+def source_with_fixes(tree: Path, advisories_in: list[advisories.Advisory]) -> Path:
+    for advisory in advisories_in:
+        path = tree / advisory.fix_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.write(f"// ...\n{advisory.fix_text}\n")
+    return tree
+
+
+def test_a_build_0_tree_with_every_fix_in_its_source_rules_the_advisories_out(
+    tmp_path: Path,
+) -> None:
+    known = advisories.load_advisories()
+    tree = source_with_fixes(tmp_path / "source-0.3.36", known)
+    findings = advisories.check_advisories("0.5.0-dev (build 0, commit unknown)", known, tree)
+    assert statuses(findings) == ["ok"]
+
+
+def test_a_build_0_tree_missing_one_fix_fails_naming_that_advisory(tmp_path: Path) -> None:
+    known = advisories.load_advisories()
+    tree = source_with_fixes(tmp_path / "source-old", [a for a in known if a.fixed_build < 8000])
+    [finding] = advisories.check_advisories("0.5.0-dev (build 0, commit unknown)", known, tree)
+    assert finding.check == "engine-cves:CVE-2026-27940" and finding.status == "fail"
+    assert "ggml/src/gguf.cpp" in finding.found and "b8146" in str(finding.fix)
+
+
+def test_the_source_tree_of_a_dsdeploy_build_is_found_beside_it(tmp_path: Path) -> None:
+    build = tmp_path / "0.3.36-p1234abcd-cpu-x86_64-5ce76e4aea8d"
+    (build / "bin").mkdir(parents=True)
+    binary = build / "bin" / "llama-server"
+    binary.write_text("")
+    info = {"backend": "cpu"}
+    assert engine.source_tree_of(binary, info) is None  # not unpacked (or removed)
+    (tmp_path / "source-0.3.36-p1234abcd").mkdir()
+    assert engine.source_tree_of(binary, info) == tmp_path / "source-0.3.36-p1234abcd"
+    assert engine.source_tree_of(binary, None) is None
+
+
 def test_every_advisory_cites_its_cve_record() -> None:
     for advisory in advisories.load_advisories():
         assert advisory.source == f"https://www.cve.org/CVERecord?id={advisory.id}"

@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from dsdeploy.doctor.finding import Finding, ok
 
@@ -22,11 +23,24 @@ class Advisory:
     fixed_build: int
     summary: str
     source: str
+    fix_file: str
+    fix_text: str
+    """A passage the fix added to ``fix_file``: a tree that holds it has the fix."""
+
+    def fixed_in(self, tree: Path) -> bool:
+        try:
+            return self.fix_text in (tree / self.fix_file).read_text(errors="replace")
+        except OSError:
+            return False
 
 
 def load_advisories() -> list[Advisory]:
     text = resources.files("dsdeploy.doctor").joinpath("llamacpp_advisories.json").read_text()
-    return [Advisory(**entry) for entry in json.loads(text)["advisories"]]
+    advisories = []
+    for entry in json.loads(text)["advisories"]:
+        marker = entry.pop("fixed_in_source")
+        advisories.append(Advisory(**entry, fix_file=marker["file"], fix_text=marker["text"]))
+    return advisories
 
 
 def build_number(version: str) -> int | None:
@@ -37,8 +51,36 @@ def build_number(version: str) -> int | None:
     return number or None
 
 
-def check_advisories(version: str, advisories: list[Advisory]) -> list[Finding]:
+def check_source(tree: Path, advisories: list[Advisory]) -> list[Finding]:
+    """A tree without git history (an sdist's) builds as 'build 0': the source it was built
+    from says instead whether each fix is in."""
+    missing = [a for a in advisories if not a.fixed_in(tree)]
+    if not missing:
+        return [
+            ok(
+                "engine-cves",
+                f"built from {tree}: the fix of each of the {len(advisories)} known "
+                "advisories is in its source",
+            )
+        ]
+    return [
+        Finding(
+            f"engine-cves:{a.id}",
+            "fail",
+            f"{tree} lacks the fix of {a.id} ({a.ghsa}) in {a.fix_file}: {a.summary} — {a.source}",
+            f"use llama.cpp b{a.fixed_build} or newer (point DSDEPLOY_LLAMA_SERVER at it)",
+        )
+        for a in missing
+    ]
+
+
+def check_advisories(
+    version: str, advisories: list[Advisory], source: Path | None = None
+) -> list[Finding]:
+    """``source``: the tree a dsdeploy build was compiled from, when it is still there."""
     build = build_number(version)
+    if build is None and source is not None:
+        return check_source(source, advisories)
     if build is None:
         return [
             Finding(

@@ -89,9 +89,11 @@ def engine_checks(ground: Ground) -> list[Finding]:
     binary = ground.engine[0]
     runs, version = engine.run_version(binary)
     findings.append(runs)
-    findings += engine.check_isa(engine.build_info(binary), ground.cpu)
+    info = engine.build_info(binary)
+    findings += engine.check_isa(info, ground.cpu)
     if version is not None:
-        findings += advisories.check_advisories(version, advisories.load_advisories())
+        source = engine.source_tree_of(binary, info)
+        findings += advisories.check_advisories(version, advisories.load_advisories(), source)
     return findings
 
 

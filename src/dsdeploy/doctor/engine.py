@@ -80,6 +80,17 @@ def build_info(binary: Path) -> dict[str, Any] | None:
     return json.loads(info.read_text()) if info.is_file() else None
 
 
+def source_tree_of(binary: Path, info: dict[str, Any] | None) -> Path | None:
+    """The source tree a dsdeploy build was compiled from: the build's folder is named
+    ``<source version>-<backend>-…`` beside ``source-<source version>``."""
+    if info is None or "backend" not in info:
+        return None
+    build = binary.resolve().parent.parent
+    version, sep, _ = build.name.partition(f"-{info['backend']}-")
+    tree = build.parent / f"source-{version}"
+    return tree if sep and tree.is_dir() else None
+
+
 def check_isa(info: dict[str, Any] | None, cpu: CpuAnswers) -> list[Finding]:
     """A build records the extensions it may execute; each must be listed by this CPU and
     enabled by this kernel, or the first such instruction kills the engine with SIGILL."""
