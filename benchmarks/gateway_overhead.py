@@ -7,7 +7,12 @@ times (closed-loop clients, ``ignore_eos``). This script adds what ``dsdeploy be
 not: the per-repetition ratio gateway ÷ raw, and a sweep over engine thread counts (cores
 and cores - 1 by default: the gateway needs CPU too), and the gateway's CPU time per
 streamed token: the gateway process's user + system CPU (psutil) over trials that load only
-the gateway, divided by the tokens they streamed. ``--event-hook`` serves with one no-op
+the gateway, divided by the tokens they streamed; and, over the same trials, the gateway's
+own share of TTFT: the mean of its ``dsdeploy_gateway_before_engine_seconds`` histogram
+(arrival to the engine being asked), read from its ``/metrics``. End-to-end TTFT added is
+reported too, but at c > 1 it mostly measures which engine step a request joins: a request
+that reaches the engine a moment after its neighbours waits for their prompt batch to
+finish. ``--event-hook`` serves with one no-op
 ``on_event`` hook, so every stream is cut into events and re-encoded: the event relay's cost.
 The gateway always runs as ``serve`` does by default: audit on, caps and the queue bound;
 ``--keys`` also requires an API key (kept in a scratch database, with requests/min,
@@ -31,10 +36,12 @@ import os
 import statistics
 import sys
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from dsdeploy.bench.launch import DSDEPLOY, LocalServer, start_local_server
@@ -54,6 +61,7 @@ RESULTS = Path(__file__).parent / "results"
 SERVE_WITH_EVENT_HOOK = "--serve-with-event-hook"
 CPU_REQUESTS = 8
 """Requests per CPU trial (at least 1,000 tokens at 128 each: psutil counts 10 ms ticks)."""
+BEFORE_ENGINE = "dsdeploy_gateway_before_engine_seconds"
 CPU_PROMPTS_FROM = 1_000_000
 """Prompt numbers of the CPU trials, apart from the sweep's so none repeats."""
 
@@ -89,25 +97,56 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def gateway_cpu_per_token(
+async def before_engine_totals(gateway: Target) -> tuple[float, float]:
+    """The gateway's own histogram of arrival → engine asked: (sum of seconds, count)."""
+    base = gateway.api.removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=30) as client:
+        text = (await client.get(base + "/metrics")).text
+    totals = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name != BEFORE_ENGINE:
+            continue
+        for sample in family.samples:
+            kind = sample.name.removeprefix(BEFORE_ENGINE + "_")
+            if kind in totals:
+                totals[kind] += sample.value
+    return totals["sum"], totals["count"]
+
+
+@dataclass(frozen=True)
+class GatewayCost:
+    cpu_us_per_token: float
+    before_engine_ms: float
+    """Mean time from a request's arrival to the engine being asked, the gateway's own
+    share of TTFT, read from its ``/metrics``."""
+
+
+async def gateway_costs(
     server: LocalServer, gateway: Target, model: str, workload: Workload, options: SweepOptions
-) -> dict[int, float]:
-    """Median over repetitions of the gateway's CPU µs per streamed token, by concurrency."""
+) -> dict[int, GatewayCost]:
+    """Medians over repetitions, by concurrency, of the gateway's CPU µs per streamed token
+    and of its time before the engine."""
     process = psutil.Process(server.process.pid)
     indices = itertools.count(CPU_PROMPTS_FROM)
-    medians = {}
+    costs = {}
     for concurrency in options.concurrency:
-        samples = []
+        cpu, before = [], []
         for rep in range(options.repetitions):
             trial = Trial(gateway.name, concurrency, rep)
-            before = cpu_seconds(process)
+            cpu_before, (sum_before, count_before) = (
+                cpu_seconds(process),
+                await before_engine_totals(gateway),
+            )
             await run_trial(
                 gateway, model, workload, trial, max(CPU_REQUESTS, concurrency), indices
             )
+            cpu_after = cpu_seconds(process)
+            sum_after, count_after = await before_engine_totals(gateway)
             tokens = sum(result.completion_tokens for result in trial.results)
-            samples.append((cpu_seconds(process) - before) / tokens * 1e6)
-        medians[concurrency] = statistics.median(samples)
-    return medians
+            cpu.append((cpu_after - cpu_before) / tokens * 1e6)
+            before.append((sum_after - sum_before) / max(count_after - count_before, 1) * 1000)
+        costs[concurrency] = GatewayCost(statistics.median(cpu), statistics.median(before))
+    return costs
 
 
 def ttft_p50_ms(trial: Trial) -> float:
@@ -119,7 +158,7 @@ def tpot_p50_ms(trial: Trial) -> float:
 
 
 def compare(
-    trials: list[Trial], threads: int, cpu_us: dict[int, float]
+    trials: list[Trial], threads: int, costs: dict[int, GatewayCost]
 ) -> list[dict[str, float | int]]:
     """Pair the raw and gateway trials of each repetition; ratios and differences per pair."""
     rows = []
@@ -143,7 +182,8 @@ def compare(
                     tpot_p50_ms(g) - tpot_p50_ms(r) for r, g in pairs
                 ),
                 "errors": sum(len(t.errors) for t in raw + gateway),
-                "gateway_cpu_us_per_token": cpu_us[concurrency],
+                "gateway_cpu_us_per_token": costs[concurrency].cpu_us_per_token,
+                "gateway_before_engine_ms": costs[concurrency].before_engine_ms,
             }
         )
     return rows
@@ -152,7 +192,8 @@ def compare(
 def print_table(rows: list[dict[str, float | int]]) -> None:
     header = (
         f"{'threads':>7} {'conc':>4} {'raw tok/s':>9} {'gw tok/s':>9} {'ratio':>6} "
-        f"{'min':>6} {'+TTFT p50':>10} {'+ms/token':>9} {'errors':>6} {'gw CPU µs/tok':>13}"
+        f"{'min':>6} {'+TTFT p50':>10} {'gw ms':>6} {'+ms/token':>9} {'errors':>6} "
+        f"{'gw CPU µs/tok':>13}"
     )
     print(header)
     for row in rows:
@@ -160,6 +201,7 @@ def print_table(rows: list[dict[str, float | int]]) -> None:
             f"{row['threads']:>7} {row['concurrency']:>4} {row['raw_tokens_per_s']:>9.1f} "
             f"{row['gateway_tokens_per_s']:>9.1f} {row['tokens_per_s_ratio']:>6.3f} "
             f"{row['tokens_per_s_ratio_min']:>6.3f} {row['ttft_p50_added_ms']:>8.2f}ms "
+            f"{row['gateway_before_engine_ms']:>6.2f} "
             f"{row['per_token_added_ms']:>9.3f} {row['errors']:>6} "
             f"{row['gateway_cpu_us_per_token']:>13.1f}"
         )
@@ -197,14 +239,14 @@ def measure(args: argparse.Namespace, threads: int) -> list[dict[str, float | in
         targets = [server.raw, replace(server.gateway, api_key=args.api_key)]
         models = asyncio.run(served_models(targets))
         trials = asyncio.run(sweep(targets, models, options, show))
-        cpu_us = asyncio.run(
-            gateway_cpu_per_token(
+        costs = asyncio.run(
+            gateway_costs(
                 server, targets[1], models[server.gateway.name], options.workload, options
             )
         )
     finally:
         server.stop()
-    return compare(trials, threads, cpu_us)
+    return compare(trials, threads, costs)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ UNKNOWN_MODEL = "unknown"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ITL_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+GATEWAY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0)
 LOAD_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -50,7 +51,13 @@ class GatewayMetrics(Hook):
         self._open: set[str] = set()
         self._define(self.registry)
         for model in self.models:  # series exist from the start, so rate() sees the first
-            for family in (self.ttft, self.itl, self.prompt_tokens, self.completion_tokens):
+            for family in (
+                self.ttft,
+                self.itl,
+                self.before_engine,
+                self.prompt_tokens,
+                self.completion_tokens,
+            ):
                 family.labels(model)
 
     def _define(self, registry: CollectorRegistry) -> None:
@@ -78,6 +85,14 @@ class GatewayMetrics(Hook):
             "Time to first token of streamed answers: arrival to the engine's first bytes",
             ["model"],
             buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.before_engine = Histogram(
+            "dsdeploy_gateway_before_engine_seconds",
+            "Time from a request's arrival to its engine being asked (authentication, limits, "
+            "parsing, hooks, and waiting for the model to load): what the gateway adds to TTFT",
+            ["model"],
+            buckets=GATEWAY_BUCKETS,
             registry=registry,
         )
         self.itl = Histogram(
@@ -135,6 +150,8 @@ class GatewayMetrics(Hook):
         timings = ctx.timings
         if timings.done is not None:
             self.latency.labels(route, model).observe(timings.done - timings.received)
+        if timings.upstream_start is not None:
+            self.before_engine.labels(model).observe(timings.upstream_start - timings.received)
         if usage is not None:
             self.prompt_tokens.labels(model).inc(usage.input_tokens)
             self.completion_tokens.labels(model).inc(usage.output_tokens)
