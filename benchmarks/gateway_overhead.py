@@ -100,8 +100,11 @@ def cpu_seconds(process: psutil.Process) -> float:
 async def before_engine_totals(gateway: Target) -> tuple[float, float]:
     """The gateway's own histogram of arrival → engine asked: (sum of seconds, count)."""
     base = gateway.api.removesuffix("/v1")
-    async with httpx.AsyncClient(timeout=30) as client:
-        text = (await client.get(base + "/metrics")).text
+    headers = {"Authorization": f"Bearer {gateway.api_key}"} if gateway.api_key else None
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+        response = await client.get(base + "/metrics")
+        response.raise_for_status()
+        text = response.text
     totals = {"sum": 0.0, "count": 0.0}
     for family in text_string_to_metric_families(text):
         if family.name != BEFORE_ENGINE:
