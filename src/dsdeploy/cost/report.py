@@ -66,9 +66,13 @@ def print_report(report: CostReport, console: Console) -> None:
         "a month",
         highlight=False,
     )
+    unpriced = (
+        " (not priced: give --upkeep-rate)" if lines["upkeep_hours"] and not lines["upkeep"] else ""
+    )
     console.print(
-        f"  depreciation {money(lines['depreciation'])} and upkeep {money(lines['upkeep'])} a "
-        f"month; one machine serves up to {tokens(report.capacity_tokens)} tokens a month",
+        f"  depreciation {money(lines['depreciation'])} and upkeep {money(lines['upkeep'])} "
+        f"({lines['upkeep_hours']:g} h{unpriced}) a month; one machine serves up to "
+        f"{tokens(report.capacity_tokens)} tokens a month",
         highlight=False,
     )
     for note in buy.notes:

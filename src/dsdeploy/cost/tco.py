@@ -126,6 +126,7 @@ def owned_month(
             "energy_kwh": kwh,
             "energy": energy,
             "depreciation": depreciation,
+            "upkeep_hours": upkeep.hours_per_month,
             "upkeep": upkeep.monthly,
         },
         notes=tuple(notes),
