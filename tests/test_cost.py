@@ -13,6 +13,7 @@ from dsdeploy.cost.breakeven import break_even_tokens, capacity_tokens, months_t
 from dsdeploy.cost.power import nvml_power_limit_w
 from dsdeploy.cost.prices import load_prices
 from dsdeploy.cost.recommend import Answers, recommend
+from dsdeploy.cost.request import CostRequest, check, parse_tokens
 from dsdeploy.cost.tco import (
     OptionCost,
     Owned,
@@ -231,6 +232,19 @@ def test_a_price_file_overrides_by_name_and_must_cite_its_source(tmp_path: Path)
     path.write_text(json.dumps({"apis": [{**mine, "source": ""}]}))
     with pytest.raises(ConfigError, match="needs a 'source'"):
         load_prices(path)
+
+
+def test_token_counts_read_like_people_write_them() -> None:
+    assert [parse_tokens(t) for t in ("50M", "1.5B", "200k", "1200")] == [50e6, 1.5e9, 2e5, 1200]
+    with pytest.raises(ConfigError, match="write it like 50M"):
+        parse_tokens("lots")
+
+
+def test_numbers_out_of_their_range_name_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--pue must be 1 or more"):
+        check(CostRequest(model="m", pue=0.5))
+    with pytest.raises(ConfigError, match="--cache-hit must be between 0 and 1, got 1.5"):
+        check(CostRequest(model="m", cache_hit=1.5))
 
 
 WORKED = ("--power-w", "300", "--electricity", "0.6", "--hardware-price", "0")
