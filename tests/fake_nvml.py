@@ -44,3 +44,9 @@ class FakeNvml(SimpleNamespace):
         if handle == 1:
             raise self.NVMLError("Not Supported")
         return 312_500  # milliwatts
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: int) -> int:  # noqa: N802
+        return 300_000  # milliwatts: a card capped at 300 W
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        pass

@@ -65,6 +65,15 @@ def test_bench_against_a_running_server_reports_latency_throughput_and_efficienc
     trials = report["trials"]
     assert isinstance(trials, list)
     assert all(t["rep"] >= 0 for t in trials)  # the warm-up is not in the results
+    priced = run_cli(
+        shared_server.home, "cost", "smollm2", "--bench", str(out / "bench.json"),
+        "--monthly-tokens", "10M", "--power-w", "65", "--electricity", "0.6",
+        "--hardware-price", "5000", "--json", "--out", str(tmp_path / "cost"),
+    )  # fmt: skip
+    assert priced.returncode == 0, priced.stderr[-3000:]
+    bought = json.loads(priced.stdout)["options"][0]
+    assert bought["throughput"] == "measured"
+    assert any("measured by dsdeploy bench" in note for note in bought["notes"])
 
 
 @pytest.mark.engine

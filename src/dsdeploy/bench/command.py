@@ -11,6 +11,7 @@ from rich.console import Console
 
 from dsdeploy import catalog
 from dsdeploy.bench.launch import LocalServer, start_local_server
+from dsdeploy.bench.power import PowerSampler
 from dsdeploy.bench.provenance import Machine, busy, git_revision, machine_now, utc_timestamp
 from dsdeploy.bench.run import SweepOptions, served_models, sweep
 from dsdeploy.bench.stats import NOISY_CV, Row, summarize
@@ -54,6 +55,8 @@ class BenchReport:
     targets: dict[str, str]
     rows: list[Row]
     trials: list[dict[str, object]] = field(default_factory=list)
+    gpu_power_w: float | None = None
+    """Mean summed draw of the GPUs during the sweep (NVML); None without NVIDIA GPUs."""
 
 
 def model_facts(settings: Settings, name: str) -> ModelFacts:
@@ -126,7 +129,7 @@ def measure(
     console.print(f"measuring memory read bandwidth with {threads} threads")
     bandwidth = measure_read_bandwidth(threads)
     ceiling = decode_tokens_per_s_bound(bandwidth, facts.bytes_per_token) if facts else None
-    with step_progress("benchmarking", console) as progress:
+    with step_progress("benchmarking", console) as progress, PowerSampler() as power:
         trials = asyncio.run(sweep(targets, served, options, progress))
     load_after = os.getloadavg()
     rows = summarize(trials, ceiling)
@@ -165,4 +168,5 @@ def measure(
             }
             for t in trials
         ],
+        gpu_power_w=power.mean_w,
     )

@@ -59,6 +59,8 @@ def print_report(report: BenchReport, console: Console) -> None:
             f"(η = stream tok/s ÷ ceiling)",
             highlight=False,
         )
+    if report.gpu_power_w:
+        console.print(f"GPU power draw {report.gpu_power_w:.0f} W (mean during the run)")
     before, after = report.machine.load_average_before[0], report.load_average_after[0]
     if report.noisy:
         console.print(

@@ -11,6 +11,7 @@ from dsdeploy import __version__
 from dsdeploy.cli import (
     audit,
     bench,
+    cost,
     doctor,
     engine,
     evaluate,
@@ -45,6 +46,7 @@ def build_app() -> typer.Typer:
     app.command("hw")(planning.hw)
     app.command("plan")(planning.plan)
     app.command("bench")(bench.bench)
+    app.command("cost")(cost.cost)
     app.command("doctor")(doctor.doctor)
     app.command("keygen-weights")(weights.keygen_weights)
     app.command("encrypt")(weights.encrypt)
