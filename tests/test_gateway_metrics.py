@@ -103,7 +103,7 @@ def test_requests_tokens_and_stream_timings_are_counted(gateway: StubGateway) ->
     assert value(text, "dsdeploy_ttft_seconds_count", model="stub") == 1
     before_engine = "dsdeploy_gateway_before_engine_seconds"
     assert value(text, before_engine + "_count", model="stub") == 2  # streamed and not
-    assert 0 < value(text, before_engine + "_sum", model="stub") < 1
+    assert value(text, before_engine + "_sum", model="stub") > 0  # the first waited for the load
     assert value(text, "dsdeploy_inter_token_latency_seconds_count", model="stub") == 1
     mean_gap = value(text, "dsdeploy_inter_token_latency_seconds_sum", model="stub")
     assert 0.004 < mean_gap < 0.5  # the stub waits 5 ms per token
