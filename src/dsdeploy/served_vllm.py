@@ -56,12 +56,14 @@ def check_vllm_models(manifests: list[Manifest]) -> None:
         )
 
 
-def checkpoint_entry(name: str, layout: ModelLayout) -> tuple[CatalogEntry, Quant]:
+def checkpoint_entry(name: str, folder: Path, weight_bytes: int) -> tuple[CatalogEntry, Quant]:
     """The model's shape (the catalog's when it knows the model, else the checkpoint's
     config.json) and its weights at their stored size."""
     known = catalog.find(name)
     if known is not None and known.architecture is not None:
-        layout = ModelLayout(known.architecture, layout.weight_bytes, 0, {})
+        layout = ModelLayout(known.architecture, weight_bytes, 0, {})
+    else:
+        layout = read_hf_layout(folder)
     entry = entry_for_layout(name, known.description if known else name, layout)
     return entry, file_quant(layout, "checkpoint", "the checkpoint as it is")
 
@@ -76,7 +78,7 @@ def vllm_model_spec(
 ) -> ModelSpec:
     """Plan the checkpoint on this node's GPUs (printing the plan) and say how to start it."""
     folder = store.materialize(manifest).entry
-    entry, weights = checkpoint_entry(manifest.name, read_hf_layout(folder))
+    entry, weights = checkpoint_entry(manifest.name, folder, manifest.weights_bytes)
     machine = machine_for(hardware, gpu=None, gpus=None, ram=None)
     launch, plan = plan_vllm_serving(
         entry,
@@ -97,7 +99,7 @@ def vllm_model_spec(
         alias=manifest.name,
         plan=launch,
         program=program,
-        cache_dir=settings.dirs.cache / "vllm",
+        cache_dir=settings.dirs.engines / "vllm",
     )
     checks = ModelChecks(settings.dirs.model_checks)
     engine = settings.engine
