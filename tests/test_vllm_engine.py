@@ -21,6 +21,7 @@ from dsdeploy.planner.launch_vllm import plan_vllm_serving
 from dsdeploy.planner.placement import Machine
 from dsdeploy.planner.plan import Plan
 from tests.conftest import run_cli
+from tests.vllm_standin.cli import flags
 
 GIB = 2**30
 SOCKET = Path("/run/dsdeploy-x/engine.sock")
@@ -39,16 +40,6 @@ ENVIRON = {
 def gpu_node(name: str, count: int) -> Machine:
     spec = find_gpu(name)
     return Machine(512 * GIB, 64, 200e9, spec.name, spec.memory, count, spec.bandwidth)
-
-
-def flags(argv: list[str]) -> dict[str, str]:
-    """``--name value`` pairs; a flag followed by another flag (or nothing) maps to ''."""
-    found: dict[str, str] = {}
-    for i, word in enumerate(argv):
-        if word.startswith("--"):
-            value = argv[i + 1] if i + 1 < len(argv) else ""
-            found[word] = "" if value.startswith("--") else value
-    return found
 
 
 def engine_for(model: str, node: Machine, nodes: int = 1) -> tuple[VllmEngine, LaunchPlan, Plan]:

@@ -18,8 +18,8 @@ from dsdeploy.modelfile import ModelInfo
 from dsdeploy.served_vllm import check_vllm_models, vllm_model_spec
 from dsdeploy.settings import Settings
 from dsdeploy.store import HashingWriter, Manifest, Store, StoredFile
-from tests.test_vllm_engine import flags
 from tests.vllm_standin.__main__ import launcher, recorded_starts
+from tests.vllm_standin.cli import flags
 
 GIB = 2**30
 NAME = "deepseek-r1-distill-qwen-7b"

@@ -38,3 +38,14 @@ def parse(args: list[str]) -> argparse.Namespace:
     if options.model is None:
         parser().error("a model is required")
     return options
+
+
+def flags(argv: list[str]) -> dict[str, str]:
+    """A command line's ``--name value`` pairs, for comparing it with a plan field by field;
+    a flag followed by another flag (or by nothing) maps to ''."""
+    found: dict[str, str] = {}
+    for i, word in enumerate(argv):
+        if word.startswith("--"):
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+            found[word] = "" if value.startswith("--") else value
+    return found
