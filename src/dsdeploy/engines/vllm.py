@@ -101,8 +101,8 @@ class VllmEngine:
             str(plan.parallel),
             "--kv-cache-dtype",
             kv,
-            # Request logging prints prompts (on by default before vLLM 0.10.1): at most
-            # zero characters of them, whatever the version's default.
+            # Request logging prints prompts (on by default in older vLLM releases): at
+            # most zero characters of them, whatever the version's default.
             "--max-log-len",
             "0",
             "--disable-uvicorn-access-log",
