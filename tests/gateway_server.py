@@ -55,12 +55,13 @@ def running_gateway(
     host: str = "127.0.0.1",
     hooks: Sequence[Hook] = (),
     auth: AuthConfig = AuthConfig(),  # noqa: B008 (frozen)
+    pool: EnginePool | None = None,
 ) -> Iterator[int]:
-    """Serves until the block ends; yields the port."""
+    """Serves ``pool`` (default: one stub model) until the block ends; yields the port."""
     sock = listening_socket(host)
     port = sock.getsockname()[1]
     gateway = GatewaySettings(host=host, port=port, log_level="warning")
-    pool = stub_pool(folder)
+    pool = stub_pool(folder) if pool is None else pool
     config = uvicorn_config(create_app(pool, gateway, hooks, auth, security), gateway, security)
     server = uvicorn.Server(config)
 

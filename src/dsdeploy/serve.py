@@ -15,6 +15,7 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from dsdeploy.engine_setup import ensure_engine
+from dsdeploy.engines.vllm_locate import require_vllm
 from dsdeploy.errors import ConfigError
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.audit import RequestAudit
@@ -35,6 +36,7 @@ from dsdeploy.security.keys import KeyStore
 from dsdeploy.security.redact import default_redactor
 from dsdeploy.security.weights_memory import forbid_dumps
 from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
+from dsdeploy.served_vllm import check_vllm_models, vllm_model_spec
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
 
@@ -64,6 +66,8 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
     unknown = sorted(set(settings.serving.preload + settings.serving.pin) - set(names))
     if unknown:
         raise ConfigError(f"--preload/--pin name models that are not served: {', '.join(unknown)}")
+    if settings.engine.engine_kind == "vllm":
+        return prepare_vllm(settings, store, names, console)
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
     if any(m.weights.encrypted is not None for m in manifests):
         # Before the key is read: from now on no core file, and no process of this user
@@ -90,6 +94,24 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
         specs,
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=keep_alive,
+        load_wait_s=settings.serving.load_wait_s,
+    )
+
+
+def prepare_vllm(
+    settings: Settings, store: Store, names: list[str], console: Console
+) -> EnginePool:
+    """One checkpoint on vLLM; refused in one line, before anything is pulled, where vLLM
+    cannot run (no NVIDIA GPU, no vLLM) or cannot serve what was asked."""
+    hardware = probe(settings.dirs.data)
+    program = require_vllm(settings.engine.vllm, len(hardware.gpus))
+    manifests = [stored_or_pulled(settings, store, name, console) for name in names]
+    check_vllm_models(manifests)
+    spec = vllm_model_spec(settings, store, manifests[0], program, hardware, console)
+    return EnginePool(
+        [spec],
+        budget_bytes=budget_bytes(settings, hardware),
+        keep_alive_s=None,
         load_wait_s=settings.serving.load_wait_s,
     )
 

@@ -73,8 +73,16 @@ class EngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
 
+    engine_kind: Literal["llama.cpp", "vllm"] = Field(
+        "llama.cpp",
+        description="Engine that serves the models: llama.cpp (GGUF; CPU, Apple, small GPUs) "
+        "or vllm (safetensors checkpoints on NVIDIA GPUs).",
+    )
     llama_server: Path | None = Field(
         None, description="Use this llama-server binary instead of one on PATH or a built one."
+    )
+    vllm: Path | None = Field(
+        None, description="Use this vllm program instead of one on PATH (for --engine vllm)."
     )
     engine_backend: Literal["auto", "cpu", "cuda"] = Field(
         "auto",

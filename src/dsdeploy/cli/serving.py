@@ -19,6 +19,9 @@ def serve(
         list[str] | None,
         typer.Argument(help="Models in the store to serve (default: every stored model)."),
     ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help=describe("engine_kind"), metavar="llama.cpp|vllm")
+    ] = None,
     host: Annotated[str | None, typer.Option(help=describe("host"))] = None,
     port: Annotated[int | None, typer.Option(help=describe("port"))] = None,
     threads: Annotated[int | None, typer.Option(help=describe("threads"))] = None,
@@ -65,6 +68,7 @@ def serve(
     A single model is loaded at once and kept; the model and the engine are pulled and built
     first if needed."""
     settings = load_settings(
+        engine_kind=engine,
         host=host,
         port=port,
         threads=threads,

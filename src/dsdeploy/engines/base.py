@@ -33,6 +33,15 @@ def allowlisted_environment(
     return kept | dict(extra or {})
 
 
+def explain_from_log(fixes: tuple[tuple[tuple[str, ...], str], ...], log_tail: list[str]) -> str:
+    """The fix of the first known failure whose signature the log's end shows (lowercase)."""
+    text = "\n".join(log_tail).lower()
+    for signatures, fix in fixes:
+        if any(signature in text for signature in signatures):
+            return fix
+    return "the engine's last log lines are below" if log_tail else "its log is empty"
+
+
 @dataclass(frozen=True)
 class EngineCapabilities:
     """What the gateway may route to an engine for a given model."""

@@ -13,6 +13,7 @@ from dsdeploy.engines.base import (
     LaunchSpec,
     MemoryWeights,
     allowlisted_environment,
+    explain_from_log,
     inherited_path,
 )
 from dsdeploy.planner.launch_plan import LaunchPlan
@@ -39,11 +40,7 @@ FAILURE_FIXES = (
 
 def explain_llama_failure(log_tail: list[str]) -> str:
     """What to do about a llama-server that did not start, from the end of its log."""
-    text = "\n".join(log_tail).lower()
-    for signatures, fix in FAILURE_FIXES:
-        if any(signature in text for signature in signatures):
-            return fix
-    return "the engine's last log lines are below" if log_tail else "its log is empty"
+    return explain_from_log(FAILURE_FIXES, log_tail)
 
 
 def translate_llama_error(status: int, payload: bytes) -> EngineFailure | None:

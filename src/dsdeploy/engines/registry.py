@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dsdeploy.engines.base import Engine, MemoryWeights
 from dsdeploy.engines.llamacpp import LlamaCppEngine
+from dsdeploy.engines.vllm import VllmEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.planner.launch_plan import LaunchPlan
@@ -27,6 +28,11 @@ class ModelLaunch:
     embedding_model: bool = False
     weights: MemoryWeights | None = None
     """Decrypted weights in memory, which the engine reads instead of ``model_path``."""
+    program: tuple[str, ...] = ()
+    """The engine's command up to the model when it is more than ``binary`` (vLLM:
+    ``vllm serve``, or ``python -m …api_server --model``)."""
+    cache_dir: Path | None = None
+    """Where an engine keeps caches across starts (vLLM's compile cache)."""
 
 
 def llamacpp(launch: ModelLaunch) -> Engine:
@@ -40,7 +46,12 @@ def llamacpp(launch: ModelLaunch) -> Engine:
     )
 
 
-BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {"llama.cpp": llamacpp}
+def vllm(launch: ModelLaunch) -> Engine:
+    program = launch.program or (str(launch.binary), "serve")
+    return VllmEngine(program, launch.model_path, launch.alias, launch.plan, launch.cache_dir)
+
+
+BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {"llama.cpp": llamacpp, "vllm": vllm}
 
 
 def build_engine(name: str, launch: ModelLaunch, checks: ModelChecks) -> Engine:

@@ -26,35 +26,50 @@ log = logging.getLogger("dsdeploy.gateway")
 ENGINE_SCRAPE_TIMEOUT_S = 2.0
 NOT_LOADED = ("not loaded", "loading")
 
+SLOTS_BUSY = (
+    "dsdeploy_engine_slots_busy",
+    "Engine slots generating or reading a prompt now (engine's own count)",
+)
+DEFERRED = (
+    "dsdeploy_engine_requests_deferred",
+    "Requests the engine holds until a slot frees (engine's own queue)",
+)
+KV_USAGE = (
+    "dsdeploy_engine_kv_cache_usage_ratio",
+    "Share of the engine's KV cache blocks in use (vLLM)",
+)
 ENGINE_GAUGES = {
     # llama-server --metrics (tools/server/server-task.cpp, to_metrics)
-    "llamacpp:requests_processing": (
-        "dsdeploy_engine_slots_busy",
-        "Engine slots generating or reading a prompt now (engine's own count)",
-    ),
-    "llamacpp:requests_deferred": (
-        "dsdeploy_engine_requests_deferred",
-        "Requests the engine holds until a slot frees (engine's own queue)",
-    ),
+    "llamacpp:requests_processing": SLOTS_BUSY,
+    "llamacpp:requests_deferred": DEFERRED,
     "llamacpp:n_tokens_max": (
         "dsdeploy_engine_sequence_tokens_max",
         "Longest sequence (prompt + generation) the engine has held in its KV cache",
     ),
+    # vLLM (vllm/v1/metrics/loggers.py); kv_cache_usage_perc replaced gpu_cache_usage_perc
+    "vllm:num_requests_running": SLOTS_BUSY,
+    "vllm:num_requests_waiting": DEFERRED,
+    "vllm:kv_cache_usage_perc": KV_USAGE,
+    "vllm:gpu_cache_usage_perc": KV_USAGE,
 }
-"""The engine's own metrics that are worth a dashboard, under dsdeploy's names."""
+"""The engines' own metrics that are worth a dashboard, under dsdeploy's names (one name
+whatever the engine, so a dashboard works for both)."""
+OWN_GAUGES = dict(ENGINE_GAUGES.values())
 
 
 async def scrape_engine(proxy: EngineProxy, upstream: Upstream, path: str) -> dict[str, float]:
+    """The engine's numbers by dsdeploy's name (the first engine metric of a name wins: a
+    vLLM that still publishes the old KV metric beside the new one counts once)."""
     session = await proxy.session_for(upstream.socket_path)
     timeout = aiohttp.ClientTimeout(total=ENGINE_SCRAPE_TIMEOUT_S)
     async with session.get(ENGINE_URL + path, timeout=timeout) as response:
         response.raise_for_status()
         text = await response.text()
-    return {  # by family: the parser names a counter's sample ``…_total``
-        family.name: family.samples[0].value
-        for family in text_string_to_metric_families(text)
-        if family.name in ENGINE_GAUGES and family.samples
-    }
+    numbers: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):  # a counter's name loses ``_total``
+        if family.name in ENGINE_GAUGES and family.samples:
+            numbers.setdefault(ENGINE_GAUGES[family.name][0], family.samples[0].value)
+    return numbers
 
 
 def gauge(name: str, doc: str) -> GaugeMetricFamily:
@@ -105,7 +120,7 @@ class EngineCollector(Collector):
         slots = gauge("dsdeploy_engine_slots", "Requests the engine serves at once")
         leased = gauge("dsdeploy_engine_requests_in_flight", "Requests holding the engine")
         waiting = gauge("dsdeploy_model_load_waiting", "Requests waiting for the model to load")
-        own = {name: gauge(*described) for name, described in ENGINE_GAUGES.items()}
+        own = {name: gauge(name, doc) for name, doc in OWN_GAUGES.items()}
         for row in self.pool.status():
             model = str(row["model"])
             if model not in self.models:

@@ -39,6 +39,15 @@ class Choice:
     why: str
 
 
+@dataclass(frozen=True)
+class VllmLayout:
+    """The vLLM launch chosen: weight format, longest request, and the KV pool it leaves."""
+
+    weights: Quant
+    max_model_len: int
+    kv_pool_tokens: int
+
+
 @dataclass
 class Plan:
     model: str
@@ -54,6 +63,8 @@ class Plan:
     scale_out: str = ""
     llama: LlamaLayout | None = None
     """The llama.cpp launch chosen (None for vLLM)."""
+    vllm: VllmLayout | None = None
+    """The vLLM launch chosen (None for llama.cpp)."""
 
 
 def candidate_quants(entry: CatalogEntry) -> list[Quant]:
@@ -87,9 +98,12 @@ class Asked:
     allow_vllm: bool = True
 
 
-def vllm_plan(entry: CatalogEntry, machine: Machine) -> tuple[Quant, int] | None:
+def vllm_plan(
+    entry: CatalogEntry, machine: Machine, formats: tuple[Quant, ...] = VLLM_FORMATS
+) -> tuple[Quant, int] | None:
     """The best vLLM weight format whose weights leave room for a useful context on all GPUs
-    (tensor parallel), and the KV tokens its block pool then holds."""
+    (tensor parallel), and the KV tokens its block pool then holds. ``formats``: the ones
+    to choose from (a stored checkpoint is the only choice)."""
     arch = entry.architecture
     assert arch is not None
     if not machine.gpu_count:
@@ -97,7 +111,7 @@ def vllm_plan(entry: CatalogEntry, machine: Machine) -> tuple[Quant, int] | None
     pool = machine.gpu_count * (
         machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
     )
-    for fmt in VLLM_FORMATS:
+    for fmt in formats:
         left = pool - memory.weights_bytes(entry.total_params, fmt.bits_per_weight)
         tokens = int(left // memory.kv_bytes_per_token(arch))
         if tokens >= 4 * USEFUL_CONTEXT:
@@ -198,6 +212,7 @@ def vllm_choices(entry: CatalogEntry, machine: Machine, fmt: Quant, tokens: int)
         "kv_bytes_per_token": int(memory.kv_bytes_per_token(arch)),
     }
     plan.decode_tokens_per_s_bound = decode_bound(entry, fmt, machine, 1.0)
+    plan.vllm = VllmLayout(fmt, ctx, tokens)
     if fmt.nominal_bits < 8:
         plan.warnings.append(
             f"{fmt.name} is 4-bit ({fmt.quality}); 8-bit weights need "
