@@ -72,6 +72,7 @@ async def test_blue_green_reload_serves_the_new_engine_and_stops_the_old(tmp_pat
         outcome = await pool.reload("a")
         new = await current(pool)
         assert (outcome.mode, outcome.error) == ("blue-green", "")
+        assert 0 < outcome.serving_s <= outcome.seconds
         assert new is not old and new.ready and not old.ready
         assert new.log_path.parent.name == "v2"
         assert (row(pool)["generation"], row(pool)["reloading"]) == (1, False)

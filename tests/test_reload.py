@@ -113,7 +113,8 @@ def test_reload_under_streaming_load_fails_no_request(private_home: Path, tmp_pa
             during = len(load.results) - before
             load.wait_for(len(load.results) + 8)
         assert done.returncode == 0, done.stderr
-        assert re.search(r"^smollm2: blue-green reload in [\d.]+ s$", done.stdout, re.M)
+        summary = r"^smollm2: blue-green reload in [\d.]+ s \(new engine serving after [\d.]+ s\)$"
+        assert re.search(summary, done.stdout, re.M)
         assert load.failed == [], load.failed[:3]
         assert during > 0
         assert engine_of(server).pid != old.pid
@@ -178,7 +179,10 @@ def test_sighup_with_a_budget_for_one_engine_reloads_stop_start_while_requests_w
             load.wait_for(2)
             server.process.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 120
-            pattern = r"smollm2: stop-start reload in ([\d.]+) s, ([\d.]+) s without an engine"
+            pattern = (
+                r"smollm2: stop-start reload in ([\d.]+) s \(new engine serving after [\d.]+ s, "
+                r"([\d.]+) s without an engine\)"
+            )
             while not (found := re.search(pattern, server.log.read_text())):
                 assert time.monotonic() < deadline, server.log.read_text()[-3000:]
                 time.sleep(0.1)

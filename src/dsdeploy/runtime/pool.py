@@ -276,11 +276,14 @@ class EnginePool:
         started = time.monotonic()
         name = state.spec.name
 
-        def outcome(mode: ReloadMode, gap_s: float = 0.0, error: str = "") -> ReloadOutcome:
+        def outcome(
+            mode: ReloadMode, serving_at: float | None = None, gap_s: float = 0.0, error: str = ""
+        ) -> ReloadOutcome:
             if error:
                 log.error("reloading %s failed (%s): %s", name, mode, error)
             seconds = round(time.monotonic() - started, 2)
-            return ReloadOutcome(name, mode, seconds, round(gap_s, 2), error)
+            serving = 0.0 if serving_at is None else round(serving_at - started, 2)
+            return ReloadOutcome(name, mode, seconds, round(gap_s, 2), serving, error)
 
         try:
             spec = await asyncio.to_thread(self._respec, state.spec)
@@ -297,7 +300,7 @@ class EnginePool:
             if mode == "blue-green":
                 state.extra_bytes = spec.planned_bytes
         if mode == "blue-green":
-            return outcome(mode, error=await self._blue_green(state, spec))
+            return outcome(mode, *await self._blue_green(state, spec))
         if mode == "stop-start":
             log.warning(
                 "%s: the memory budget (%s) cannot hold the old and the new engine together; "
@@ -323,20 +326,24 @@ class EnginePool:
             return "stop-start"
         return "refused"
 
-    async def _blue_green(self, state: ModelState, spec: ModelSpec) -> str:
+    async def _blue_green(
+        self, state: ModelState, spec: ModelSpec
+    ) -> tuple[float | None, float, str]:
         """Start the new engine beside the old (whose memory is reserved), put it in
-        place, drain and stop the old one. Returns why not, leaving the old one serving."""
+        place, drain and stop the old one. Returns when the new one took requests, no gap,
+        and why it did not (the old one still serving)."""
         started = time.monotonic()
         try:
             replacement = spec.make_supervisor()
             await replacement.start()
         except DsdeployError as exc:  # the model check refused, or it never got ready
             state.extra_bytes = 0
-            return f"the new engine did not start: {exc}; the running engine stays"
+            return None, 0.0, f"the new engine did not start: {exc}; the running engine stays"
         except BaseException:
             state.extra_bytes = 0
             raise
         old, state.running = state.running, Running(replacement)
+        serving_at = time.monotonic()
         old_bytes, state.spec = state.spec.planned_bytes, spec
         state.generation += 1
         state.extra_bytes = old_bytes if old is not None else 0
@@ -347,12 +354,15 @@ class EnginePool:
                 await self._drain_and_stop(old)
         finally:
             state.extra_bytes = 0
-        return ""
+        return serving_at, 0.0, ""
 
-    async def _stop_start(self, state: ModelState, spec: ModelSpec) -> tuple[float, str]:
+    async def _stop_start(
+        self, state: ModelState, spec: ModelSpec
+    ) -> tuple[float | None, float, str]:
         """Take the old engine out of service (requests from now on wait for the load),
-        drain and stop it, then load the new one. Returns the seconds without an engine
-        and why the new one failed, if it did; then the old spec is loaded again."""
+        drain and stop it, then load the new one. Returns when it took requests, the
+        seconds without an engine, and why the new one failed, if it did (then the old
+        spec is loaded again)."""
         old, old_spec = state.running, state.spec
         assert old is not None
         detached = time.monotonic()
@@ -367,11 +377,12 @@ class EnginePool:
             with contextlib.suppress(DsdeployError):
                 await self._ensure_running(state, wait_s=None)
             why = exc.__cause__ or exc
-            return time.monotonic() - detached, f"the new engine did not start: {why}; " + (
-                "the old spec was loaded again" if state.running else "the model is not loaded"
-            )
+            again = "the old spec was loaded again" if state.running else "it is not loaded"
+            gap_s = time.monotonic() - detached
+            return None, gap_s, f"the new engine did not start: {why}; {again}"
         state.generation += 1
-        return time.monotonic() - detached, ""
+        serving_at = time.monotonic()
+        return serving_at, serving_at - detached, ""
 
     async def _stop_then_load(self, state: ModelState, old: Running) -> Running:
         try:

@@ -18,7 +18,10 @@ class ReloadOutcome:
     model: str
     mode: ReloadMode
     seconds: float
+    """The whole reload, the old engine's drain included."""
     gap_s: float = 0.0
+    serving_s: float = 0.0
+    """From the start until the new engine took requests."""
     error: str = ""
 
     def summary(self) -> str:
@@ -28,7 +31,10 @@ class ReloadOutcome:
             return f"{self.model}: reload failed ({self.mode}{gap}): {self.error}"
         if self.mode == "not loaded":
             return f"{self.model}: not loaded; its next load uses the new spec"
-        return f"{self.model}: {self.mode} reload in {self.seconds:.1f} s{gap}"
+        return (
+            f"{self.model}: {self.mode} reload in {self.seconds:.1f} s (new engine serving "
+            f"after {self.serving_s:.1f} s{gap})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
