@@ -20,7 +20,8 @@
     │   ├── WeightsKeyError       no usable key: missing, readable by others, or not the one
     │   └── WeightsTampered       encrypted bytes failed authentication (changed, cut, reordered)
     ├── BenchError                a benchmark target is unreachable or answered badly
-    ├── ServerUnreachable         a running dsdeploy server did not answer (`dsdeploy ps`)
+    ├── ServerUnreachable         a running dsdeploy server did not answer (`ps`, `reload`)
+    ├── ReloadFailed              the running server could not do the reload it was asked for
     ├── UnknownKey                no API key has this id (`dsdeploy keys revoke/rotate`)
     ├── KeyStoreUnavailable       the key database did not answer (client-safe text)
     └── EvalError                 a quality evaluation cannot run as asked
@@ -146,6 +147,10 @@ class BenchError(DsdeployError):
 
 
 class ServerUnreachable(DsdeployError):
+    pass
+
+
+class ReloadFailed(DsdeployError):
     pass
 
 

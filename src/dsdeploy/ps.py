@@ -58,7 +58,7 @@ def status_table(models: list[dict[str, Any]]) -> Table:
     for m in models:
         table.add_row(
             shown(m.get("model")),
-            shown(m.get("state")),
+            shown(m.get("state")) + (" (reloading)" if m.get("reloading") else ""),
             "yes" if m.get("pinned") else "no",
             mib(m.get("planned_bytes")),
             mib(m.get("rss_bytes")),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from types import FrameType
 from typing import Any
 
@@ -14,6 +14,7 @@ import uvicorn
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
+from dsdeploy.control.server import ControlSocket, control_app, reload_models
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.engines.vllm_locate import require_vllm
 from dsdeploy.errors import ConfigError
@@ -28,6 +29,7 @@ from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.runtime.reload import ReloadOutcome
 from dsdeploy.security.audit import AuditLog, audit_url
 from dsdeploy.security.audit_writer import AuditWriter
 from dsdeploy.security.exposure import auth_notice
@@ -35,7 +37,7 @@ from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import KeyStore
 from dsdeploy.security.redact import default_redactor
 from dsdeploy.security.weights_memory import forbid_dumps
-from dsdeploy.served_models import model_spec, served_names, stored_or_pulled
+from dsdeploy.served_models import model_spec, respecifier, served_names, stored_or_pulled
 from dsdeploy.served_vllm import check_vllm_models, vllm_model_spec
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -95,6 +97,8 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=keep_alive,
         load_wait_s=settings.serving.load_wait_s,
+        drain_timeout_s=settings.serving.drain_timeout_s,
+        respec=respecifier(settings, hardware, console),
     )
 
 
@@ -113,6 +117,7 @@ def prepare_vllm(
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=None,
         load_wait_s=settings.serving.load_wait_s,
+        drain_timeout_s=settings.serving.drain_timeout_s,
     )
 
 
@@ -129,6 +134,33 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 def exit_quietly(signum: int, frame: FrameType | None) -> None:
     """A stop signal means a clean, successful exit once everything is shut down."""
     raise SystemExit(0)
+
+
+def not_yet(signum: int, frame: FrameType | None) -> None:
+    """SIGHUP before the models are served, or while stopping, reloads nothing (and must
+    not kill the server, as it would by default)."""
+
+
+def reporter(console: Console) -> Callable[[ReloadOutcome], None]:
+    def report(outcome: ReloadOutcome) -> None:
+        style = "bold red" if outcome.error else None
+        console.print(outcome.summary(), style=style, highlight=False, markup=False)
+
+    return report
+
+
+def reload_on_hangup(pool: EnginePool, report: Callable[[ReloadOutcome], None]) -> None:
+    """SIGHUP reloads every loaded model, as `dsdeploy reload` does; the outcomes go to
+    the log."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[list[ReloadOutcome]]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(reload_models(pool, pool.loaded_names(), report))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
 
 
 def open_auth(settings: Settings, console: Console) -> AuthConfig:
@@ -176,6 +208,7 @@ def serve(
     auth = open_auth(settings, console)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
+    signal.signal(signal.SIGHUP, not_yet)
     writer = audit_writer(settings)
     pool = prepare(settings, models, console)
     audit = RequestAudit(writer, security.audit_content) if writer else None
@@ -186,15 +219,24 @@ def serve(
     app.state.draining = lambda: server.should_exit  # readiness fails once a stop is asked
     scheme = "https" if security.tls_cert is not None else "http"
 
+    report = reporter(console)
+    control = ControlSocket(settings.dirs.data, control_app(pool, report))
+
     async def main() -> None:
         try:
             await pool.start()
+            await control.start()
+            reload_on_hangup(pool, report)
             console.print(
                 f"OpenAI API at {scheme}://{gateway.host}:{gateway.port}/v1 "
-                f"(models: {', '.join(pool.model_names())})"
+                f"(models: {', '.join(pool.model_names())}); `dsdeploy reload` or SIGHUP "
+                "reloads them"
             )
             await server.serve()
         finally:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            signal.signal(signal.SIGHUP, not_yet)  # nothing is reloaded while stopping
+            await control.stop()
             await pool.stop()
             await limits.aclose()
 

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from dsdeploy import catalog
+from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.engines.base import inherited_path
 from dsdeploy.engines.llamacpp_install import InstalledEngine
 from dsdeploy.engines.registry import ModelLaunch, build_engine
@@ -51,9 +52,45 @@ def stored_or_pulled(settings: Settings, store: Store, name: str, console: Conso
         manifest = pull(
             catalog.get(name), store, settings.hub, partial(byte_progress, console=console)
         )
+    check_files(settings, store, manifest)
+    return manifest
+
+
+def check_files(settings: Settings, store: Store, manifest: Manifest) -> None:
     if manifest.weights.encrypted is None:  # encrypted ones were checked before encryption
         ModelChecks(settings.dirs.model_checks).require(store.materialize(manifest).entry)
-    return manifest
+
+
+def respecifier(
+    settings: Settings, hardware: Hardware, console: Console
+) -> Callable[[ModelSpec], ModelSpec]:
+    """How a reload rebuilds a model's spec: from the store's manifest as it is now (weights
+    pulled again, or a new version, are taken), its files checked again, and the engine
+    located again (a rebuilt one is taken), planned as ``serve`` planned it. The flags and
+    environment are the running server's own, so the settings are those it started with."""
+
+    def respec(current: ModelSpec) -> ModelSpec:
+        store = Store(settings.dirs.models)
+        manifest = store.manifest(current.name)
+        if manifest is None:
+            raise ConfigError(
+                f"{current.name} is no longer in the store; pull it again "
+                f"(`dsdeploy pull {current.name}`) and reload"
+            )
+        check_files(settings, store, manifest)
+        installed = ensure_engine(settings, console)
+        return model_spec(
+            settings,
+            store,
+            manifest,
+            installed,
+            hardware,
+            console,
+            pinned=current.pinned,
+            preload=current.preload,
+        )
+
+    return respec
 
 
 def model_spec(

@@ -139,6 +139,12 @@ class ServingSettings(BaseSettings):
     load_wait_s: float = Field(
         120.0, gt=0, description="Longest a request waits for its model to load before a 503."
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds requests in flight on an engine being replaced (dsdeploy reload, "
+        "SIGHUP) may take to finish; the old engine is stopped then even if some have not.",
+    )
     preload: list[str] = Field(
         default_factory=list, description="Models to load at start instead of on first use."
     )
@@ -277,6 +283,7 @@ class SecuritySettings(BaseSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together; give both or neither")
         return self
+
     audit: bool = Field(
         True,
         description="Keep a hash-chained audit record of every request (who, what route and "

@@ -42,6 +42,7 @@ def build_app() -> typer.Typer:
     app.callback()(main_options)
     app.command("serve")(serving.serve)
     app.command("ps")(serving.ps)
+    app.command("reload")(serving.reload)
     app.command("pull")(models.pull)
     app.command("hw")(planning.hw)
     app.command("plan")(planning.plan)

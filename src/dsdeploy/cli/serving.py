@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dsdeploy.cli.common import console, describe, fail, load_settings
+from dsdeploy.control.client import request_reload
 from dsdeploy.errors import DsdeployError
 from dsdeploy.progress import report_console
 from dsdeploy.ps import fetch_status, status_table
@@ -29,6 +31,7 @@ def serve(
     parallel: Annotated[int | None, typer.Option(help=describe("parallel"))] = None,
     keep_alive: Annotated[float | None, typer.Option(help=describe("keep_alive_s"))] = None,
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help=describe("drain_timeout_s"))] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
     allow_ip: Annotated[list[str] | None, typer.Option(help=describe("allow_ips"))] = None,
@@ -76,6 +79,7 @@ def serve(
         parallel=parallel,
         keep_alive_s=keep_alive,
         memory_budget=memory_budget,
+        drain_timeout_s=drain_timeout,
         preload=preload,
         pin=pin,
         allow_ips=allow_ip,
@@ -122,3 +126,29 @@ def ps(
     except DsdeployError as exc:
         raise fail(exc) from None
     report_console().print(status_table(models))
+
+
+def reload(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="The model to reload (default: every loaded model)."),
+    ] = None,
+) -> None:
+    """Reload a running server's model without downtime: its engine is started again from
+    the store as it is now (weights pulled again, a rebuilt engine) beside the old one,
+    which finishes its requests and stops. SIGHUP to `dsdeploy serve` does the same."""
+    data_dir = load_settings().dirs.data
+    try:
+        outcomes = request_reload(data_dir, model)
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    if not outcomes:
+        print("no model is loaded; nothing to reload (each loads on its first request)")
+    for outcome in outcomes:
+        if not outcome.error:
+            print(outcome.summary())
+    failed = [outcome for outcome in outcomes if outcome.error]
+    for outcome in failed:
+        console.print("[red]error:[/]", escape(outcome.summary()), highlight=False)
+    if failed:
+        raise typer.Exit(1)

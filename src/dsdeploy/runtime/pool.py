@@ -3,8 +3,10 @@ while used, are stopped after an idle time, and are evicted least-recently-used 
 model that must load would not fit the memory budget next to them.
 
 Nothing is stopped under a request: a lease counts the request in flight on the engine it
-got, eviction and keep-alive only take engines with none, and a swap (blue-green reload)
-puts the new engine in place first and stops the old one once its last lease ends.
+got, eviction and keep-alive only take engines with none, and a reload puts the new engine
+in place first and stops the old one once its last lease ends (or the drain bound passes).
+When the budget cannot hold both engines, a reload stops the old one first and requests
+wait for the new one as they wait for any load.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Protocol
 
 import psutil
 
-from dsdeploy.errors import EngineStartFailed, EngineUnavailable, ModelNotFound
+from dsdeploy.errors import DsdeployError, EngineStartFailed, EngineUnavailable, ModelNotFound
+from dsdeploy.runtime.reload import ReloadMode, ReloadOutcome
 from dsdeploy.runtime.supervisor import Supervisor
 
 log = logging.getLogger("dsdeploy.runtime")
@@ -60,6 +63,12 @@ class ModelState:
     loading: asyncio.Task[Running] | None = None
     waiting: int = 0
     """Requests waiting for this model's engine to load."""
+    reload: asyncio.Task[ReloadOutcome] | None = None
+    generation: int = 0
+    """Engines this model has had put in place by reloads."""
+    extra_bytes: int = 0
+    """Planned memory of this model's second engine: a replacement starting beside the
+    running one, or an old one draining."""
 
 
 class PoolListener(Protocol):
@@ -122,6 +131,8 @@ def model_status(state: ModelState) -> dict[str, object]:
         "waiting": state.waiting,
         "idle_s": round(running.idle_s, 1) if running else None,
         "restarts": running.supervisor.restarts if running else 0,
+        "reloading": state.reload is not None,
+        "generation": state.generation,
     }
 
 
@@ -139,12 +150,19 @@ class EnginePool:
         budget_bytes: int,
         keep_alive_s: float | None,
         load_wait_s: float,
+        drain_timeout_s: float = 30.0,
+        respec: Callable[[ModelSpec], ModelSpec] | None = None,
     ) -> None:
+        """``respec`` rebuilds a model's spec from what defines its engine now (manifest,
+        files, engine binary) for a reload; without it a reload restarts the same spec."""
         self._models = {spec.name: ModelState(spec) for spec in models}
         self.budget_bytes = budget_bytes
         self.keep_alive_s = keep_alive_s
         """None: loaded engines stay until evicted or the pool stops."""
         self.load_wait_s = load_wait_s
+        self.drain_timeout_s = drain_timeout_s
+        """Longest an engine being replaced is left to finish its requests."""
+        self._respec = respec or (lambda spec: spec)
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
@@ -192,6 +210,11 @@ class EnginePool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for state in self._models.values():
+            if state.reload is not None:
+                state.reload.cancel()
+                with contextlib.suppress(BaseException):
+                    await state.reload
+        for state in self._models.values():
             if state.loading is not None:
                 state.loading.cancel()
                 with contextlib.suppress(BaseException):
@@ -223,6 +246,151 @@ class EnginePool:
         if old is not None:
             await self._drain_and_stop(old)
 
+    def loaded_names(self) -> list[str]:
+        """Models with an engine running or loading: what a reload of everything reloads."""
+        return [s.spec.name for s in self.states() if s.running or s.loading]
+
+    async def reload(self, model: str) -> ReloadOutcome:
+        """Replace the model's engine with one built from its spec as it is now; one
+        reload per model at a time (another one is refused, not queued). The reload goes
+        on if the caller stops waiting; only ``stop`` cancels it."""
+        state = self._models.get(model)
+        if state is None:
+            raise ModelNotFound(model, self.model_names())
+        if state.reload is not None:
+            return ReloadOutcome(
+                model, "refused", 0.0, error="a reload of this model is already under way"
+            )
+        task = asyncio.create_task(self._reload(state), name=f"reload-{model}")
+        state.reload = task
+
+        def finished(done: asyncio.Task[ReloadOutcome]) -> None:
+            state.reload = None
+            if not done.cancelled():
+                done.exception()  # read, so that a caller who left leaves nothing unread
+
+        task.add_done_callback(finished)
+        return await asyncio.shield(task)
+
+    async def _reload(self, state: ModelState) -> ReloadOutcome:
+        started = time.monotonic()
+        name = state.spec.name
+
+        def outcome(
+            mode: ReloadMode, serving_at: float | None = None, gap_s: float = 0.0, error: str = ""
+        ) -> ReloadOutcome:
+            if error:
+                log.error("reloading %s failed (%s): %s", name, mode, error)
+            seconds = round(time.monotonic() - started, 2)
+            serving = 0.0 if serving_at is None else round(serving_at - started, 2)
+            return ReloadOutcome(name, mode, seconds, round(gap_s, 2), serving, error)
+
+        try:
+            spec = await asyncio.to_thread(self._respec, state.spec)
+        except DsdeployError as exc:
+            return outcome("refused", error=f"{exc}; the running engine stays")
+        if state.loading is not None:  # a load of the old spec: replace what it loads
+            with contextlib.suppress(DsdeployError):
+                await asyncio.shield(state.loading)
+        if state.running is None:
+            state.spec = spec
+            return outcome("not loaded")
+        async with self._budget_lock:
+            mode = self._reload_mode(state, spec)
+            if mode == "blue-green":
+                state.extra_bytes = spec.planned_bytes
+        if mode == "blue-green":
+            return outcome(mode, *await self._blue_green(state, spec))
+        if mode == "stop-start":
+            log.warning(
+                "%s: the memory budget (%s) cannot hold the old and the new engine together; "
+                "stopping the old one first",
+                name,
+                gib(self.budget_bytes),
+            )
+            return outcome(mode, *await self._stop_start(state, spec))
+        return outcome(
+            mode,
+            error=f"the new engine needs {gib(spec.planned_bytes)}, more than the memory "
+            f"budget of {gib(self.budget_bytes)} leaves beside the other loaded models; "
+            "unload them or raise --memory-budget; the running engine stays",
+        )
+
+    def _reload_mode(self, state: ModelState, spec: ModelSpec) -> ReloadMode:
+        """Blue-green when the budget holds everything loaded plus the new engine;
+        stop-start when it holds the new one in place of the old; else refused."""
+        others = self._reserved_bytes() - state.spec.planned_bytes
+        if others + state.spec.planned_bytes + spec.planned_bytes <= self.budget_bytes:
+            return "blue-green"
+        if others + spec.planned_bytes <= self.budget_bytes:
+            return "stop-start"
+        return "refused"
+
+    async def _blue_green(
+        self, state: ModelState, spec: ModelSpec
+    ) -> tuple[float | None, float, str]:
+        """Start the new engine beside the old (whose memory is reserved), put it in
+        place, drain and stop the old one. Returns when the new one took requests, no gap,
+        and why it did not (the old one still serving)."""
+        started = time.monotonic()
+        try:
+            replacement = spec.make_supervisor()
+            await replacement.start()
+        except DsdeployError as exc:  # the model check refused, or it never got ready
+            state.extra_bytes = 0
+            return None, 0.0, f"the new engine did not start: {exc}; the running engine stays"
+        except BaseException:
+            state.extra_bytes = 0
+            raise
+        old, state.running = state.running, Running(replacement)
+        serving_at = time.monotonic()
+        old_bytes, state.spec = state.spec.planned_bytes, spec
+        state.generation += 1
+        state.extra_bytes = old_bytes if old is not None else 0
+        for listener in self._listeners:
+            listener.model_loaded(spec.name, time.monotonic() - started)
+        try:
+            if old is not None:
+                await self._drain_and_stop(old)
+        finally:
+            state.extra_bytes = 0
+        return serving_at, 0.0, ""
+
+    async def _stop_start(
+        self, state: ModelState, spec: ModelSpec
+    ) -> tuple[float | None, float, str]:
+        """Take the old engine out of service (requests from now on wait for the load),
+        drain and stop it, then load the new one. Returns when it took requests, the
+        seconds without an engine, and why the new one failed, if it did (then the old
+        spec is loaded again)."""
+        old, old_spec = state.running, state.spec
+        assert old is not None
+        detached = time.monotonic()
+        state.running, state.spec = None, spec
+        state.extra_bytes = old_spec.planned_bytes  # until the old one has stopped
+        state.loading = asyncio.create_task(self._stop_then_load(state, old), name="reload")
+        state.loading.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            await asyncio.shield(state.loading)
+        except DsdeployError as exc:  # the model check refused, or it never got ready
+            state.spec = old_spec
+            with contextlib.suppress(DsdeployError):
+                await self._ensure_running(state, wait_s=None)
+            why = exc.__cause__ or exc
+            again = "the old spec was loaded again" if state.running else "it is not loaded"
+            gap_s = time.monotonic() - detached
+            return None, gap_s, f"the new engine did not start: {why}; {again}"
+        state.generation += 1
+        serving_at = time.monotonic()
+        return serving_at, serving_at - detached, ""
+
+    async def _stop_then_load(self, state: ModelState, old: Running) -> Running:
+        try:
+            await self._drain_and_stop(old)
+        finally:
+            state.extra_bytes = 0
+        return await self._load(state)
+
     async def _ensure_running(self, state: ModelState, wait_s: float | None) -> Running:
         if state.running is None and state.loading is None:
             async with self._budget_lock:  # one decision at a time about who may load
@@ -249,16 +417,16 @@ class EnginePool:
             state.waiting -= 1
 
     async def _load(self, state: ModelState) -> Running:
-        supervisor = state.spec.make_supervisor()
         started = time.monotonic()
         try:
+            supervisor = state.spec.make_supervisor()  # checks the model files first
             await supervisor.start()
         except EngineStartFailed as failure:
             log.error("loading %s failed: %s", state.spec.name, failure)
-            raise EngineUnavailable(
+            raise EngineUnavailable(  # the cause is for the operator (a reload's outcome)
                 f"the engine for {state.spec.name!r} failed to load the model; the operator "
                 "log says why"
-            ) from None
+            ) from failure
         finally:
             state.loading = None
         state.running = Running(supervisor)
@@ -269,7 +437,7 @@ class EnginePool:
 
     def _reserved_bytes(self) -> int:
         return sum(
-            s.spec.planned_bytes
+            s.spec.planned_bytes + s.extra_bytes
             for s in self._models.values()
             if s.running is not None or s.loading is not None
         )
@@ -303,7 +471,10 @@ class EnginePool:
         idle = [
             s
             for s in self._models.values()
-            if s.running is not None and s.running.in_flight == 0 and not s.spec.pinned
+            if s.running is not None
+            and s.running.in_flight == 0
+            and not s.spec.pinned
+            and s.reload is None  # its engine is about to be replaced, not unloaded
         ]
         return sorted(idle, key=lambda s: s.running.last_used if s.running else 0.0)
 
@@ -315,9 +486,21 @@ class EnginePool:
             await self._stop_engine(running.supervisor)
 
     async def _drain_and_stop(self, running: Running) -> None:
-        while running.in_flight:
-            await asyncio.sleep(DRAIN_POLL_S)
-        await self._stop_engine(running.supervisor)
+        """Let the engine's requests finish, for ``drain_timeout_s`` at most, then stop it
+        (stopped even if the wait is cancelled: nobody else holds it any more)."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        try:
+            while running.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(DRAIN_POLL_S)
+            if running.in_flight:
+                log.warning(
+                    "stopping a replaced engine with %d requests still in flight after %.0f s "
+                    "(drain_timeout_s)",
+                    running.in_flight,
+                    self.drain_timeout_s,
+                )
+        finally:
+            await self._stop_engine(running.supervisor)
 
     async def _stop_engine(self, supervisor: Supervisor) -> None:
         """Stops run to the end even if their caller is cancelled; ``stop`` waits for them."""
