@@ -66,12 +66,16 @@ class LimitsUnavailable(Exception):
     uncounted."""
 
 
+STORE_ERRORS = (StorageError, RedisError, OSError)
+UNAVAILABLE = "the rate limit store is not answering; retry shortly"
+
+
 @contextlib.contextmanager
 def store_errors() -> Iterator[None]:
     try:
         yield
-    except (StorageError, RedisError, OSError):
-        raise LimitsUnavailable("the rate limit store is not answering; retry shortly") from None
+    except STORE_ERRORS:
+        raise LimitsUnavailable(UNAVAILABLE) from None
 
 
 @dataclass(frozen=True)
