@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from dsdeploy.bench.launch import free_port
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig
@@ -173,3 +175,17 @@ def test_replicas_sharing_a_redis_share_the_count(tmp_path: Path, redis_url: str
         assert second.call(ATTACKER, second.key).status_code == 429
         assert first.call(ATTACKER, first.key).status_code == 429
         assert second.call(NEIGHBOUR, second.key).status_code == 200
+
+
+def test_a_store_that_does_not_answer_stops_the_counting_not_the_api(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key check still runs: guesses fail, a valid key is served, and the operator is
+    told once."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    with throttled_gateway(tmp_path, nowhere, failures=1) as gateway:
+        for _ in range(3):
+            assert gateway.call(ATTACKER, gateway.wrong).status_code == 401
+        assert gateway.call(ATTACKER, gateway.key).status_code == 200
+    refusals = [r for r in caplog.records if "cannot be counted" in r.getMessage()]
+    assert len(refusals) == 1

@@ -37,7 +37,6 @@ from dsdeploy.gateway.schemas import ModelRequest
 from dsdeploy.security.auth_throttle import FailedAuthThrottle
 from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import ApiKey, public_id
-from dsdeploy.security.limits import LimitsUnavailable
 
 PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 """Probes a load balancer or an orchestrator calls without credentials."""
@@ -113,7 +112,7 @@ def answers(path: str) -> dict[int, str]:
     found = {
         401: "no valid API key",
         429: "too many failed authentication attempts from this address; see Retry-After",
-        503: "the key database (or the store of failure counts) is not answering; retry",
+        503: "the key database is not answering; retry",
     }
     if is_admin_path(path):
         found[403] = "the API key is valid but not an admin key"
@@ -153,8 +152,6 @@ class AuthMiddleware:
             error = await self.check(scope["path"], presented, ctx, client_of(scope, ctx))
         except KeyStoreUnavailable as exc:  # closed: no check, no entry
             error = ApiError(503, str(exc), code="auth_unavailable")
-        except LimitsUnavailable as exc:
-            error = ApiError(503, str(exc), code="limits_unavailable")
         if error is None:
             await self.app(scope, receive, send)
         else:
