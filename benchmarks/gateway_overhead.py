@@ -211,13 +211,15 @@ def print_table(rows: list[dict[str, float | int]]) -> None:
 
 
 def bench_key(folder: Path) -> str:
-    """A key in a scratch database that the served gateway is pointed at (through its
-    environment), with limits the load never reaches."""
+    """An admin key (it also reads /metrics) in a scratch database that the served gateway
+    is pointed at (through its environment), with limits the load never reaches."""
     url = f"sqlite:///{folder / 'security.db'}"
     os.environ["DSDEPLOY_DB_URL"] = url
     store = KeyStore.open(SecuritySettings(db_url=url), folder)
     try:
-        _, secret = store.create("bench", rpm=1_000_000, tpm=10**9, max_concurrent=10_000)
+        _, secret = store.create(
+            "bench", rpm=1_000_000, tpm=10**9, max_concurrent=10_000, scope="admin"
+        )
     finally:
         store.close()
     return secret

@@ -2,7 +2,8 @@
 supervisor, API keys and limits hook, settings from ``DSDEPLOY_*`` variables (the key
 database from ``DSDEPLOY_DB_URL``), run by uvicorn as a separate process (``python -m
 uvicorn tests.stub_gateway:app --factory``), so that several replicas can share a Redis and
-a key database, and a client can really go away.
+a key database, and a client can really go away. Failed keys are throttled per address in
+the limits' storage, as ``dsdeploy serve`` does.
 
 The stub's behaviour comes from ``STUB_TOKEN_DELAY_S``, ``STUB_EOS_AFTER`` and
 ``STUB_FAIL_AFTER``.
@@ -30,9 +31,11 @@ from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.limits import LimitsHook
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
+from dsdeploy.security.auth_throttle import FailedAuthThrottle
 from dsdeploy.security.db import open_database, sqlite_url
 from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import KeyStore
+from dsdeploy.security.limits import Limiter
 from dsdeploy.settings import GatewaySettings, SecuritySettings
 from tests.stub_engine import ROOT, StubEngine, stub_supervisor
 
@@ -60,8 +63,10 @@ def app() -> FastAPI:
     )
     security = SecuritySettings()
     store = KeyStore.open(security, folder)
-    auth = AuthConfig(keys=KeyCache(store, security.key_cache_s))
-    limits = LimitsHook(security)
+    limiter = Limiter.from_url(security.redis_url, lease_s=security.slot_lease_s)
+    throttle = FailedAuthThrottle.from_settings(limiter.storage, security)
+    auth = AuthConfig(keys=KeyCache(store, security.key_cache_s), throttle=throttle)
+    limits = LimitsHook(security, limiter)
     gateway = create_app(pool, GatewaySettings(), [limits], auth)
     serving = gateway.router.lifespan_context
 

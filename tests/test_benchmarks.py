@@ -65,7 +65,12 @@ def test_auth_overhead_quick_mode_measures_cached_and_uncached_checks(
 ) -> None:
     result = run_quick("auth_overhead.py", isolated_home)
     assert result["backend"] == "sqlite"
-    assert set(result) >= {"cache_hit_us", "store_verify_us", "middleware_uncached_us"}
+    assert set(result) >= {
+        "cache_hit_us",
+        "store_verify_us",
+        "middleware_uncached_us",
+        "middleware_throttled_us",
+    }
 
 
 @pytest.mark.engine

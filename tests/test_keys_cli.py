@@ -147,6 +147,7 @@ def test_a_served_gateway_takes_keys_from_the_official_clients_and_ps(
     db_url = sqlite_url(tmp_path / "keys.db")
     store = KeyStore(open_database(db_url))
     _, presented = store.create("sdk")
+    _, admin = store.create("operator", scope="admin")
     store.close()
     server = start_server(model_home, tmp_path / "serve.log", DSDEPLOY_DB_URL=db_url)
     try:
@@ -165,7 +166,9 @@ def test_a_served_gateway_takes_keys_from_the_official_clients_and_ps(
             wrong.models.list()
         refused = run_cli(isolated_home, "ps", "--url", server.base_url)
         assert refused.returncode == 1 and "wants an API key" in refused.stderr
-        shown = run_cli(isolated_home, "ps", "--url", server.base_url, DSDEPLOY_API_KEY=presented)
+        user = run_cli(isolated_home, "ps", "--url", server.base_url, DSDEPLOY_API_KEY=presented)
+        assert user.returncode == 1 and "needs an admin API key" in user.stderr
+        shown = run_cli(isolated_home, "ps", "--url", server.base_url, DSDEPLOY_API_KEY=admin)
         assert shown.returncode == 0 and "smollm2" in shown.stdout
     finally:
         assert server.stop() == 0

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from dsdeploy.errors import ConfigError, UnknownKey
 from dsdeploy.security.db import open_database
 from dsdeploy.security.key_cache import KeyCache
-from dsdeploy.security.keys import KeyStore, parse_key
+from dsdeploy.security.keys import KEYS, KeyStore, digest, parse_key
 from dsdeploy.settings import SecuritySettings
 from tests.real_servers import postgres_url
 
@@ -177,3 +177,33 @@ def test_the_default_database_is_a_file_only_its_owner_can_read(tmp_path: Path) 
     path = tmp_path / "data" / "security.db"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+
+
+def test_a_key_table_made_before_scopes_gets_them_and_its_keys_stay_user_keys(
+    db_url: str,
+) -> None:
+    """An upgrade on an existing database: the old table (no ``scope`` column) with a key
+    in it is opened by the new store, twice, as two replicas would."""
+    old = sqlalchemy.Table(
+        "api_keys",
+        sqlalchemy.MetaData(),
+        *(
+            sqlalchemy.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in KEYS.columns
+            if c.name != "scope"
+        ),
+    )
+    engine = open_database(db_url)
+    old.create(engine)
+    secret = secrets.token_urlsafe(32)
+    row = {"id": "0123456789", "digest": digest(secret), "name": "old", "models": "[]"}
+    with engine.begin() as connection:
+        connection.execute(old.insert().values(**row, created_at=time.time()))
+    first, again = KeyStore(engine), KeyStore(open_database(db_url))
+    [key] = again.list()
+    assert (key.name, key.scope, key.is_admin) == ("old", "user", False)
+    assert first.verify(f"dsk-0123456789.{secret}") == key
+    admin, _ = first.create("operator", scope="admin")
+    assert again.get(admin.id).is_admin
+    first.close()
+    again.close()

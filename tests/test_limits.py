@@ -125,6 +125,41 @@ def test_a_request_without_max_tokens_or_output_fits_a_small_token_budget(
     assert answer.status_code == 200
 
 
+def test_admitted_answers_carry_the_keys_rate_limit_headers_streams_included(
+    gateway: Gateway,
+) -> None:
+    """The second request of a 10 rpm, 1,000 tpm key: 8 requests left in its minute; its
+    tokens left count its own reservation (100 max_tokens + 2 for the prompt) and the
+    first request's use (4)."""
+    if time.time() % 60 > 55:  # both requests count in one minute
+        time.sleep(60 - time.time() % 60)
+    headers = gateway.key(rpm=10, tpm=1000)
+    first = httpx.post(gateway.base_url + CHAT, json=chat(100), headers=headers)
+    assert first.headers["x-ratelimit-remaining-requests"] == "9"
+    with httpx.stream(
+        "POST", gateway.base_url + CHAT, json=chat(100, stream=True), headers=headers
+    ) as streamed:
+        assert streamed.status_code == 200
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        sent = streamed.headers
+        assert b"data: " in streamed.read()
+    assert (sent["x-ratelimit-limit-requests"], sent["x-ratelimit-remaining-requests"]) == (
+        "10",
+        "8",
+    )
+    assert (sent["x-ratelimit-limit-tokens"], sent["x-ratelimit-remaining-tokens"]) == (
+        "1000",
+        str(1000 - 4 - 102),
+    )
+    assert RESET.match(sent["x-ratelimit-reset-requests"])
+    assert RESET.match(sent["x-ratelimit-reset-tokens"])
+    assert sent.get_list("x-ratelimit-limit-requests") == ["10"]  # once, not per stage
+
+    unlimited = httpx.post(gateway.base_url + CHAT, json=chat(), headers=gateway.key())
+    assert unlimited.status_code == 200
+    assert not [name for name in unlimited.headers if name.startswith("x-ratelimit-")]
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

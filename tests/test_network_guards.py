@@ -268,6 +268,32 @@ def test_cors_origins_open_the_api_to_exactly_those_origins(tmp_path: Path) -> N
     assert "access-control-allow-origin" not in denied.headers
 
 
+def test_a_preflight_refused_by_cors_is_an_error_in_the_apis_shape(tmp_path: Path) -> None:
+    """Starlette answers a refused preflight with a plain-text 400; clients and the audit
+    see a 403 in the called API's shape instead, with the request id."""
+    security = SecuritySettings(cors_origins=["https://app.example"])
+    attacker = {"origin": "https://attacker.example"}
+    with running_gateway(tmp_path, security) as port:
+        base = f"http://127.0.0.1:{port}"
+        openai = httpx.options(base + "/v1/chat/completions", headers=attacker | PREFLIGHT)
+        anthropic = httpx.options(base + "/v1/messages", headers=attacker | PREFLIGHT)
+        method = {"access-control-request-method": "DELETE"}
+        bad_method = httpx.options(
+            base + "/v1/models", headers={"origin": "https://app.example"} | method
+        )
+    assert openai.status_code == 403
+    assert openai.headers["x-request-id"].startswith("req_")
+    assert "access-control-allow-origin" not in openai.headers
+    error = openai.json()["error"]
+    assert (error["type"], error["code"]) == ("permission_error", "cors_not_allowed")
+    assert "origin" in error["message"]
+    assert anthropic.status_code == 403
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "permission_error"
+    assert bad_method.status_code == 403
+    assert "method" in bad_method.json()["error"]["message"]
+
+
 def test_a_preflight_needs_no_api_key_but_the_request_does(tmp_path: Path) -> None:
     """CORS answers before auth: a browser's preflight never carries the key."""
     store = KeyStore(open_database(sqlite_url(tmp_path / "security.db")))

@@ -29,7 +29,12 @@ def fetch_status(url: str, api_key: str | None = None) -> list[dict[str, Any]]:
         if response.status_code == 401:
             raise ServerUnreachable(
                 f"{url} wants an API key: pass --api-key or set DSDEPLOY_API_KEY "
-                "(create one with `dsdeploy keys create`)"
+                "(create one with `dsdeploy keys create --admin`)"
+            )
+        if response.status_code == 403:
+            raise ServerUnreachable(
+                f"{url}/ps needs an admin API key; create one with `dsdeploy keys create "
+                "--admin` (or the server does not accept this address)"
             )
         response.raise_for_status()
         models = response.json()["models"]

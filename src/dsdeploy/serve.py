@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from limits.aio.storage import Storage
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,9 +33,11 @@ from dsdeploy.runtime.pool import EnginePool
 from dsdeploy.runtime.reload import ReloadOutcome
 from dsdeploy.security.audit import AuditLog, audit_url
 from dsdeploy.security.audit_writer import AuditWriter
+from dsdeploy.security.auth_throttle import FailedAuthThrottle
 from dsdeploy.security.exposure import auth_notice
 from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import KeyStore
+from dsdeploy.security.limits import Limiter
 from dsdeploy.security.redact import default_redactor
 from dsdeploy.security.weights_memory import forbid_dumps
 from dsdeploy.served_models import model_spec, respecifier, served_names, stored_or_pulled
@@ -163,9 +166,10 @@ def reload_on_hangup(pool: EnginePool, report: Callable[[ReloadOutcome], None]) 
     loop.add_signal_handler(signal.SIGHUP, hangup)
 
 
-def open_auth(settings: Settings, console: Console) -> AuthConfig:
+def open_auth(settings: Settings, console: Console, counts: Storage) -> AuthConfig:
     """The key store behind the gateway; refuses (``ConfigError``) to serve a non-loopback
-    address while no key exists, unless told it may."""
+    address while no key exists, unless told it may. Failed attempts are counted in
+    ``counts``, the storage of the per-key limits."""
     security = settings.security
     try:
         store = KeyStore.open(security, settings.dirs.data)
@@ -176,7 +180,8 @@ def open_auth(settings: Settings, console: Console) -> AuthConfig:
     notice = auth_notice(settings.gateway.host, store.has_active_keys(), security)
     console.print(notice, style="bold red" if notice.startswith("WARNING") else None)
     keys = KeyCache(store, security.key_cache_s, require=security.require_keys)
-    return AuthConfig(keys=keys, metrics_token=security.metrics_token)
+    throttle = FailedAuthThrottle.from_settings(counts, security)
+    return AuthConfig(keys=keys, metrics_token=security.metrics_token, throttle=throttle)
 
 
 def audit_writer(settings: Settings) -> AuditWriter | None:
@@ -205,14 +210,15 @@ def serve(
     check_port_free(gateway.host, gateway.port)
     if security.tls_cert is not None and security.tls_key is not None:
         check_tls_files(security.tls_cert, security.tls_key)
-    auth = open_auth(settings, console)
+    limiter = Limiter.from_url(security.redis_url, lease_s=security.slot_lease_s)
+    auth = open_auth(settings, console, limiter.storage)
     signal.signal(signal.SIGTERM, exit_quietly)
     signal.signal(signal.SIGINT, exit_quietly)
     signal.signal(signal.SIGHUP, not_yet)
     writer = audit_writer(settings)
     pool = prepare(settings, models, console)
     audit = RequestAudit(writer, security.audit_content) if writer else None
-    limits = LimitsHook(security)
+    limits = LimitsHook(security, limiter)
     app = create_app(pool, gateway, [*hooks, limits], auth, security, audit)
     pool.add_listener(app.state.metrics)
     server = uvicorn.Server(uvicorn_config(app, gateway, security))

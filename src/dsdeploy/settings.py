@@ -244,6 +244,20 @@ class SecuritySettings(BaseSettings):
         description="Seconds a verified API key is trusted without asking the key database "
         "again: a revoke on another replica takes effect within this time.",
     )
+    auth_failures: int = Field(
+        20,
+        ge=1,
+        description="Wrong API keys (or metrics tokens) one client address may send within "
+        "auth_failure_window_s; past them its requests get 429 with Retry-After before any "
+        "key is looked up, which cuts off guessing (counted in Redis with redis_url).",
+    )
+    auth_failure_window_s: int = Field(
+        60,
+        ge=1,
+        le=86400,
+        description="Seconds over which an address's failed authentications are counted; a "
+        "blocked address may try again once its oldest failure is this old.",
+    )
     metrics_token: SecretStr | None = Field(
         None,
         description="Bearer token for /metrics alone (API keys do not open it); without it, "

@@ -13,12 +13,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dsdeploy.cli.common import console, load_settings
 from dsdeploy.security.audit import AuditLog, audit_url
+from dsdeploy.settings import Settings
 
 FORMATS = ("jsonl", "csv")
 
 
-def open_log() -> AuditLog:
-    settings = load_settings()
+def open_log(settings: Settings | None = None) -> AuditLog:
+    settings = settings or load_settings()
     url = audit_url(settings.security, settings.dirs.data)
     try:
         return AuditLog.open(url)

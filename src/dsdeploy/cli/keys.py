@@ -10,10 +10,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from dsdeploy.cli.admin_audit import admin_audit
 from dsdeploy.cli.common import console, fail, load_settings
 from dsdeploy.errors import ConfigError, DsdeployError
 from dsdeploy.progress import report_console
 from dsdeploy.security.keys import ApiKey, KeyStore
+from dsdeploy.settings import Settings
 
 DURATION = re.compile(r"(\d+)([hdw])")
 UNIT_S = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -35,8 +37,7 @@ def parse_expiry(text: str, now: float) -> float:
     return at
 
 
-def open_store() -> KeyStore:
-    settings = load_settings()
+def open_store(settings: Settings) -> KeyStore:
     return KeyStore.open(settings.security, settings.dirs.data)
 
 
@@ -60,19 +61,25 @@ def keys_create(
     expires: Annotated[
         str | None, typer.Option(help="Lifetime (30d, 12h, 2w) or a UTC date (2027-01-01).")
     ] = None,
+    admin: Annotated[
+        bool, typer.Option(help="May also use the operator routes (/ps, /metrics).")
+    ] = False,
 ) -> None:
     """Create an API key and print it once: only its digest is kept."""
+    settings = load_settings()
     try:
         expires_at = None if expires is None else parse_expiry(expires, time.time())
-        store = open_store()
-        key, presented = store.create(
-            name,
-            models or (),
-            rpm=rpm,
-            tpm=tpm,
-            max_concurrent=max_concurrent,
-            expires_at=expires_at,
-        )
+        with admin_audit(settings) as note:
+            key, presented = open_store(settings).create(
+                name,
+                models or (),
+                rpm=rpm,
+                tpm=tpm,
+                max_concurrent=max_concurrent,
+                expires_at=expires_at,
+                scope="admin" if admin else "user",
+            )
+            note("key.created", f"{key.id} ({key.scope}) {key.name}")
     except DsdeployError as exc:
         raise fail(exc) from None
     show_key(key, presented)
@@ -94,13 +101,14 @@ def limits(key: ApiKey) -> str:
 
 
 def keys_list() -> None:
-    """Show every key: id, name, models, limits, dates and state (never a secret)."""
-    table = Table("id", "name", "models", "limits", "created", "expires", "state")
+    """Show every key: id, name, scope, models, limits, dates and state (never a secret)."""
+    table = Table("id", "name", "scope", "models", "limits", "created", "expires", "state")
     now = time.time()
-    for key in open_store().list():
+    for key in open_store(load_settings()).list():
         table.add_row(
             key.id,
             key.name,
+            key.scope,
             ", ".join(key.models) or "all",
             limits(key),
             when(key.created_at),
@@ -112,8 +120,11 @@ def keys_list() -> None:
 
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`keys list`).")]) -> None:
     """Revoke a key: refused at once here, within the key cache's seconds on replicas."""
+    settings = load_settings()
     try:
-        key = open_store().revoke(key_id)
+        with admin_audit(settings) as note:
+            key = open_store(settings).revoke(key_id)
+            note("key.revoked", key.id)
     except DsdeployError as exc:
         raise fail(exc) from None
     console.print(f"revoked key {key.id} ({key.name})", highlight=False)
@@ -121,8 +132,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`keys 
 
 def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (`keys list`).")]) -> None:
     """Give a key a new secret, keeping its id, name and limits; the old one stops working."""
+    settings = load_settings()
     try:
-        key, presented = open_store().rotate(key_id)
+        with admin_audit(settings) as note:
+            key, presented = open_store(settings).rotate(key_id)
+            note("key.rotated", key.id)
     except DsdeployError as exc:
         raise fail(exc) from None
     show_key(key, presented)

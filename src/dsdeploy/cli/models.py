@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsdeploy import chat_template
+from dsdeploy.cli.admin_audit import admin_audit
 from dsdeploy.cli.common import console, fail, load_settings
 from dsdeploy.errors import DsdeployError
 from dsdeploy.model.file_checks import check_entry, model_files
@@ -48,9 +49,12 @@ def pull(
             picked, tuple(include or ()), tuple(exclude or ()), allow_pickle, sha256
         )
         bar = partial(byte_progress, console=console)
-        manifest = pull_model(
-            entry, Store(settings.dirs.models), settings.hub, bar, options, console.print
-        )
+        with admin_audit(settings) as note:
+            manifest = pull_model(
+                entry, Store(settings.dirs.models), settings.hub, bar, options, console.print
+            )
+            # Not the source: a URL may carry a token.
+            note("model.pulled", f"{manifest.name} sha256 {manifest.weights.sha256}")
     except DsdeployError as exc:
         raise fail(exc) from None
     weights = manifest.weights
@@ -91,8 +95,11 @@ def models_show(name: Annotated[str, typer.Argument(help="Model name in the stor
 
 def models_rm(name: Annotated[str, typer.Argument(help="Model name in the store.")]) -> None:
     """Remove a model's name; `models gc` then frees blobs no other model uses."""
+    settings = load_settings()
     try:
-        Store(load_settings().dirs.models).remove(name)
+        with admin_audit(settings) as note:
+            Store(settings.dirs.models).remove(name)
+            note("model.removed", name)
     except DsdeployError as exc:
         raise fail(exc) from None
     console.print(f"removed {name}; run `dsdeploy models gc` to free its unused files")
@@ -145,8 +152,12 @@ def models_check(
 
 def models_gc() -> None:
     """Delete files that no model in the store uses any more."""
+    settings = load_settings()
     try:
-        removed = Store(load_settings().dirs.models).gc()
+        with admin_audit(settings) as note:
+            removed = Store(settings.dirs.models).gc()
+            if removed:
+                note("models.gc", f"{len(removed)} unused file(s) deleted")
     except DsdeployError as exc:
         raise fail(exc) from None
     console.print(f"removed {len(removed)} unused file(s), {sum(removed.values()) / 2**20:.1f} MiB")

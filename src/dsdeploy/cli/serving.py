@@ -58,6 +58,10 @@ def serve(
     body_timeout: Annotated[float | None, typer.Option(help=describe("body_timeout_s"))] = None,
     require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
     insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
+    auth_failures: Annotated[int | None, typer.Option(help=describe("auth_failures"))] = None,
+    auth_failure_window: Annotated[
+        int | None, typer.Option(help=describe("auth_failure_window_s"))
+    ] = None,
     weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
     audit: Annotated[
         bool | None, typer.Option("--audit/--no-audit", help=describe("audit"))
@@ -98,6 +102,8 @@ def serve(
         body_timeout_s=body_timeout,
         require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
         insecure_no_auth=insecure_no_auth or None,
+        auth_failures=auth_failures,
+        auth_failure_window_s=auth_failure_window,
         weights_key_file=weights_key_file,
         audit=audit,
         audit_content=audit_content,
@@ -115,7 +121,7 @@ def ps(
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="DSDEPLOY_API_KEY", help="API key, when the server requires keys."),
+        typer.Option(envvar="DSDEPLOY_API_KEY", help="Admin API key, if keys are required."),
     ] = None,
 ) -> None:
     """Show a running server's models: state, memory planned and used, slots, requests in

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from dsdeploy.cli.admin_audit import admin_audit
 from dsdeploy.cli.common import console, describe, fail, load_settings
 from dsdeploy.errors import DsdeployError
 from dsdeploy.model.file_checks import ModelChecks
@@ -35,7 +36,9 @@ def keygen_weights(weights_key_file: KeyFile = None) -> None:
     settings = load_settings(weights_key_file=weights_key_file)
     path = key_file(settings.security, settings.dirs.config)
     try:
-        kek = create_key_file(path)
+        with admin_audit(settings) as note:
+            kek = create_key_file(path)
+            note("weights.key_created", kek.id)
     except DsdeployError as exc:
         raise fail(exc) from None
     console.print(
@@ -53,7 +56,12 @@ def convert(settings: Settings, models: list[str], encrypting: bool) -> list[Con
             manifest = store.get(name)
             if manifest.weights.encrypted is None:
                 checks.require(store.materialize(manifest).entry)
-    return (encrypt_models if encrypting else decrypt_models)(store, models, kek)
+    with admin_audit(settings) as note:
+        done = (encrypt_models if encrypting else decrypt_models)(store, models, kek)
+        action = "weights.encrypted" if encrypting else "weights.decrypted"
+        for model in dict.fromkeys(item.model for item in done):
+            note(action, f"{model} (weights key {kek.id})")
+    return done
 
 
 def encrypt(models: Models, weights_key_file: KeyFile = None) -> None:

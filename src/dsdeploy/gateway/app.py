@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from dsdeploy import __version__
 from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
+from dsdeploy.gateway.cors import Cors
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.metrics import GatewayMetrics
@@ -63,7 +63,12 @@ def create_app(
             yield
 
     app = DocumentedApp(
-        title="dsdeploy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        shapes=ERROR_SHAPES,
+        title="dsdeploy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.pool = pool
     app.state.created = int(time.time())
@@ -80,13 +85,7 @@ def create_app(
     app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)
     if security is not None:
         if security.cors_origins:
-            app.add_middleware(
-                CORSMiddleware,
-                allow_origins=security.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["*"],  # the official SDKs send many x-stainless-* headers
-                expose_headers=["x-request-id"],
-            )
+            app.add_middleware(Cors, origins=security.cors_origins, shapes=ERROR_SHAPES)
         policy = NetworkPolicy.from_settings(settings, security)
         app.add_middleware(NetworkGuard, policy=policy, shapes=ERROR_SHAPES)
     app.add_middleware(

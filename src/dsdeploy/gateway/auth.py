@@ -9,12 +9,18 @@ Anthropic's ``x-api-key: <key>``; a refusal is a 401 in the called API's error s
 
 Keys are required once the key store has an active key (or ``require_keys`` is set); with
 no store at all (``AuthConfig()``) only ``/metrics`` is guarded. A key with a models
-allowlist is refused other models before an engine is leased (``ModelAllowlist``).
+allowlist is refused other models before an engine is leased (``ModelAllowlist``). The
+operator routes (``ADMIN_PATHS``) need an ``admin`` key: another valid key gets 403.
+
+A client address that sent ``auth_failures`` wrong credentials within the window gets 429
+with ``Retry-After`` before its key is even looked up (``FailedAuthThrottle``), whatever it
+sends, until its oldest failure leaves the window.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,11 +34,15 @@ from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.errors import ApiError, ErrorShape, clip, error_response, shape_for_path
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.schemas import ModelRequest
+from dsdeploy.security.auth_throttle import FailedAuthThrottle
 from dsdeploy.security.key_cache import KeyCache
 from dsdeploy.security.keys import ApiKey, public_id
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
+"""Probes a load balancer or an orchestrator calls without credentials."""
 METRICS_PATH = "/metrics"
+ADMIN_PATHS = frozenset({"/ps", METRICS_PATH})
+"""Operator routes: an admin key (or, for ``/metrics``, its own token when one is set)."""
 HOW_TO_SEND = "send it as `Authorization: Bearer <key>` or `x-api-key: <key>`"
 POLICY_VIOLATION = 1008
 """WebSocket close code for a refused connection."""
@@ -43,6 +53,8 @@ class AuthConfig:
     keys: KeyCache | None = None
     """The verified-key cache over the key store; None: no store, API paths are open."""
     metrics_token: SecretStr | None = None
+    throttle: FailedAuthThrottle | None = None
+    """Counts wrong credentials per client address; None: not counted."""
 
 
 def presented_key(headers: Headers) -> str | None:
@@ -68,6 +80,54 @@ def is_metrics(path: str) -> bool:
     return path == METRICS_PATH or path.startswith(METRICS_PATH + "/")
 
 
+def is_admin_path(path: str) -> bool:
+    return path in ADMIN_PATHS or is_metrics(path)
+
+
+ADMIN_ONLY = ApiError(
+    403,
+    "this route needs an admin API key (`dsdeploy keys create --admin`)",
+    code="admin_key_required",
+)
+
+
+def throttled(wait_s: float) -> ApiError:
+    return ApiError(
+        429,
+        "too many failed authentication attempts from this address; retry later",
+        code="too_many_failed_attempts",
+        headers={"retry-after": str(math.ceil(wait_s))},
+    )
+
+
+DECISIONS = {403: "forbidden_scope", 429: "auth_throttled"}
+"""The audit's decision for a refusal by its status; the others are ``unauthenticated``."""
+
+
+def answers(path: str) -> dict[int, str]:
+    """What this middleware may answer on ``path`` instead of the route, for the API's
+    document."""
+    if path in PUBLIC_PATHS:
+        return {}
+    found = {
+        401: "no valid API key",
+        429: "too many failed authentication attempts from this address; see Retry-After",
+        503: "the key database is not answering; retry",
+    }
+    if is_admin_path(path):
+        found[403] = "the API key is valid but not an admin key"
+    return found
+
+
+def client_of(scope: Scope, ctx: RequestContext | None) -> str:
+    """The address failures are counted for: the network guard's decision (a proxy's
+    client), else the peer's."""
+    if ctx is not None and ctx.client_ip is not None:
+        return ctx.client_ip
+    peer = scope.get("client")
+    return str(peer[0]) if peer else "unknown"
+
+
 class AuthMiddleware:
     """Admits a request with a valid key (noted on its context) or answers 401. Runs inside
     ``RequestContextMiddleware``, so the context exists and the 401 has a request id."""
@@ -79,6 +139,7 @@ class AuthMiddleware:
         self.keys = config.keys
         token = config.metrics_token
         self.metrics_token = None if token is None else token.get_secret_value().encode()
+        self.throttle = config.throttle
         self.shapes = shapes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,37 +147,53 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         ctx: RequestContext | None = scope.get("state", {}).get("ctx")
-        error = await self.check(scope["path"], presented_key(Headers(scope=scope)), ctx)
+        presented = presented_key(Headers(scope=scope))
+        try:
+            error = await self.check(scope["path"], presented, ctx, client_of(scope, ctx))
+        except KeyStoreUnavailable as exc:  # closed: no check, no entry
+            error = ApiError(503, str(exc), code="auth_unavailable")
         if error is None:
             await self.app(scope, receive, send)
         else:
             await self.refuse(scope, receive, send, ctx, error)
 
     async def check(
-        self, path: str, presented: str | None, ctx: RequestContext | None
+        self, path: str, presented: str | None, ctx: RequestContext | None, client: str
     ) -> ApiError | None:
         """None when the request may pass, else why it may not."""
-        if is_metrics(path) and self.metrics_token is not None:
-            given = (presented or "").encode("latin-1")  # headers are read as latin-1
-            if hmac.compare_digest(given, self.metrics_token):
-                return None
-            return ApiError(
-                401, f"/metrics needs the metrics token: {HOW_TO_SEND}", code="invalid_token"
-            )
-        try:
-            admitted = await self.admit(presented, ctx)
-        except KeyStoreUnavailable as exc:  # closed: no check, no entry
-            return ApiError(503, str(exc), code="auth_unavailable")
-        return None if admitted else refusal(presented)
+        by_token = is_metrics(path) and self.metrics_token is not None
+        if not by_token and not await self.enforced():
+            return None
+        if self.throttle is not None and (wait_s := await self.throttle.blocked(client)):
+            return throttled(wait_s)
+        error = (
+            self.token_refusal(presented)
+            if by_token
+            else await self.key_refusal(path, presented, ctx)
+        )
+        if error is not None and error.status == 401 and presented and self.throttle:
+            await self.throttle.failed(client)
+        return error
 
-    async def admit(self, presented: str | None, ctx: RequestContext | None) -> bool:
-        """Whether the request may pass: keys are off, or it has a valid one (noted)."""
-        if not await self.enforced():
-            return True
+    def token_refusal(self, presented: str | None) -> ApiError | None:
+        assert self.metrics_token is not None
+        given = (presented or "").encode("latin-1")  # headers are read as latin-1
+        if hmac.compare_digest(given, self.metrics_token):
+            return None
+        return ApiError(
+            401, f"/metrics needs the metrics token: {HOW_TO_SEND}", code="invalid_token"
+        )
+
+    async def key_refusal(
+        self, path: str, presented: str | None, ctx: RequestContext | None
+    ) -> ApiError | None:
+        """A valid key (noted on the context) passes, if the route does not need an admin."""
         key = await self.verify(presented) if presented else None
-        if key is not None and ctx is not None:
+        if key is None:
+            return refusal(presented)
+        if ctx is not None:
             ctx.key, ctx.key_id = key, key.id
-        return key is not None
+        return ADMIN_ONLY if is_admin_path(path) and not key.is_admin else None
 
     async def enforced(self) -> bool:
         if self.keys is None:
@@ -142,7 +219,7 @@ class AuthMiddleware:
         error: ApiError,
     ) -> None:
         if ctx is not None:
-            ctx.decision = "unauthenticated"
+            ctx.decision = DECISIONS.get(error.status, "unauthenticated")
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
             return

@@ -104,6 +104,9 @@ class RequestContext:
     status: int | None = None
     """The HTTP status sent; 499 when the client left before the answer."""
     usage: Usage | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with the answer whatever its status, unless the answer has them already (the
+    ``x-ratelimit-*`` of its key's limits); lower-case names."""
     timings: Timings = field(default_factory=Timings)
     received_at: float = field(default_factory=time.time)
     """Wall-clock time of arrival, for logs."""

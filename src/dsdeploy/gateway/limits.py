@@ -3,7 +3,9 @@ and requests at once before the body is read, the request caps and its tokens pe
 once the body is checked, and everything given back once the answer is over.
 
 A request over its key's limit is answered 429 in its API's shape, before any engine is
-touched, with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers; a gateway holding
+touched, with ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers; an admitted request's
+answer carries the same headers for the limits its key has (the tokens' remaining count
+includes this request's reservation); a gateway holding
 ``max_queued_requests`` answers 503 (Anthropic: 529 ``overloaded_error``): that is the
 server's state, not the client's quota. Requests without a key (no keys configured) meet
 only the caps and the queue bound.
@@ -88,7 +90,8 @@ class LimitsHook(Hook):
             return
         with refusals(ctx):
             if key.rpm is not None:
-                await self.limiter.admit_request(key.id, key.rpm)
+                window = await self.limiter.admit_request(key.id, key.rpm)
+                ctx.headers |= window_headers("requests", window)
             if key.max_concurrent is not None:
                 held.lease = await self.limiter.acquire_slot(key.id, key.max_concurrent)
 
@@ -101,7 +104,9 @@ class LimitsHook(Hook):
         if requested_output(body) is None:  # the cap is a guess: a minute's worth at most
             tokens = min(tokens, key.tpm)
         with refusals(ctx):
-            held.reservation = await self.limiter.reserve_tokens(key.id, key.tpm, tokens)
+            reservation = await self.limiter.reserve_tokens(key.id, key.tpm, tokens)
+            held.reservation = reservation
+            ctx.headers |= window_headers("tokens", reservation.window)
 
     async def after(self, ctx: RequestContext, usage: Usage | None) -> None:
         held = self.held.pop(ctx.id, None)

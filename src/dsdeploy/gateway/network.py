@@ -135,6 +135,11 @@ class NetworkPolicy:
         return name in self.hosts or (self.any_ip_literal and parse_address(name) is not None)
 
 
+ANSWERS = {
+    403: "this client's address is not in the server's allowlist",
+    MISDIRECTED: "the Host header names a server this one does not answer for",
+}
+"""What the guard may answer on any path, for the API's document."""
 FORBIDDEN_IP = ApiError(403, "this client's address may not use this server", code="ip_not_allowed")
 FORBIDDEN_HOST = ApiError(
     MISDIRECTED,

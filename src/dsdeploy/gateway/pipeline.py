@@ -11,6 +11,8 @@
               cancels the engine's work
 6. after      ``after`` hooks, once the answer is over, whatever the outcome — middleware
 
+Headers hooks put in ``ctx.headers`` go out with the answer, streamed ones included.
+
 Errors raised at any stage are ``ApiError`` values, answered in the endpoint's API shape.
 """
 
@@ -143,6 +145,15 @@ Finished = Callable[[RequestContext, Scope], Awaitable[None]]
 """Told of every HTTP request once its answer is over, whatever answered it (the audit)."""
 
 
+def added_headers(
+    sent: list[tuple[bytes, bytes]], extra: dict[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """``extra`` as ASGI headers, less those the answer has (a 429's own window)."""
+    present = {name.lower() for name, _ in sent}
+    added = ((name.encode(), value.encode()) for name, value in extra.items())
+    return [(name, value) for name, value in added if name not in present]
+
+
 class RequestContextMiddleware:
     """Gives every HTTP request its context and ``x-request-id``, runs the ``after`` hooks
     of pipeline requests and of refused ones once the answer is over (sent, failed or
@@ -164,7 +175,10 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 ctx.status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+                headers = [*message.get("headers", ()), id_header]
+                if ctx.headers:
+                    headers += added_headers(headers, ctx.headers)
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 from starlette.responses import Response
 
-from dsdeploy.gateway.errors import OPENAI, ApiError, client_safe, error_response
+from dsdeploy.gateway.errors import OPENAI, ApiError, OpenAIErrorBody, client_safe, error_response
 from dsdeploy.gateway.metrics import GatewayMetrics
 from dsdeploy.gateway.pipeline import unknown_model
 from dsdeploy.gateway.upstream import UpstreamPool
@@ -30,7 +30,7 @@ HEALTH_DOCS: dict[int | str, dict[str, Any]] = {
 }
 READY_DOCS: dict[int | str, dict[str, Any]] = {
     200: {"description": "a model (or the one asked for) can be served; per-model readiness"},
-    404: {"description": "the model asked for is not served here"},
+    404: {"description": "the model asked for is not served here", "model": OpenAIErrorBody},
     503: {"description": "draining, an engine is down, or nothing can be served"},
 }
 SERVABLE = ("ready", "not loaded")

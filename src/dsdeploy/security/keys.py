@@ -11,6 +11,10 @@ Rotation keeps the id, name and limits and replaces the secret: logs, limits and
 stay attached to one id, and the old secret stops working at once (within the cache's TTL
 on other replicas). A client that needs an overlap gets a second key, then the first is
 revoked.
+
+A key's scope is ``user`` (the APIs) or ``admin`` (the APIs and the operator routes such as
+``/ps``). Databases made before scopes existed get the column on open, every existing key
+a user key: nobody gains a right by an upgrade.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     Column,
@@ -39,9 +43,11 @@ from sqlalchemy import (
     Text,
     bindparam,
     func,
+    inspect,
     select,
+    text,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from dsdeploy.errors import ConfigError, KeyStoreUnavailable, UnknownKey
 from dsdeploy.security.db import open_database, sqlite_url
@@ -54,6 +60,7 @@ MAX_KEY_CHARS = 200
 """Longer presented keys are refused before any hashing or lookup."""
 SECRET_CHARS = 43
 """32 bytes in unpadded URL-safe base64."""
+Scope = Literal["user", "admin"]
 KEY_FORMAT = re.compile(rf"dsk-([0-9a-f]{{{ID_HEX_DIGITS}}})\.([A-Za-z0-9_-]{{{SECRET_CHARS}}})")
 
 
@@ -76,6 +83,12 @@ class ApiKey:
     created_at: float = 0.0
     expires_at: float | None = None
     revoked_at: float | None = None
+    scope: Scope = "user"
+    """``admin`` keys may also use the operator routes (``/ps``, ``/metrics``)."""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
 
     def state(self, now: float) -> str:
         """``active``, ``revoked`` or ``expired``."""
@@ -128,6 +141,7 @@ KEYS = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float),
     Column("revoked_at", Float),
+    Column("scope", String(16), nullable=False, server_default="user"),
 )
 RECORD_COLUMNS = [column for column in KEYS.columns if column.name != "digest"]
 BY_ID = select(KEYS).where(KEYS.c.id == bindparam("key_id"))
@@ -138,6 +152,25 @@ def record(row: Any) -> ApiKey:
     fields = dict(row._mapping)
     fields.pop("digest", None)
     return ApiKey(**{**fields, "models": tuple(json.loads(fields["models"]))})
+
+
+def has_scope(engine: Engine) -> bool:
+    return "scope" in {column["name"] for column in inspect(engine).get_columns("api_keys")}
+
+
+def add_scope_column(engine: Engine) -> None:
+    """Give a key table made before scopes existed its ``scope`` column (``create_all``
+    makes missing tables, never missing columns); every existing key becomes a user key."""
+    if has_scope(engine):
+        return
+    alter = "ALTER TABLE api_keys ADD COLUMN scope VARCHAR(16) NOT NULL DEFAULT 'user'"
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(alter))
+    except (OperationalError, ProgrammingError):
+        # Another replica may have added it between the look and the change.
+        if not has_scope(engine):
+            raise
 
 
 DEFAULT_DB_NAME = "security.db"
@@ -155,6 +188,7 @@ class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         METADATA.create_all(engine)
+        add_scope_column(engine)
 
     @classmethod
     def open(cls, security: SecuritySettings, data: Path) -> KeyStore:
@@ -172,6 +206,7 @@ class KeyStore:
         tpm: int | None = None,
         max_concurrent: int | None = None,
         expires_at: float | None = None,
+        scope: Scope = "user",
     ) -> tuple[ApiKey, str]:
         """The new key's record and the key itself, which is shown once and never kept."""
         if not name.strip():
@@ -185,6 +220,7 @@ class KeyStore:
             max_concurrent=max_concurrent,
             created_at=time.time(),
             expires_at=expires_at,
+            scope=scope,
         )
         secret = secrets.token_urlsafe(SECRET_BYTES)
         row = {**key.__dict__, "models": json.dumps(list(key.models)), "digest": digest(secret)}

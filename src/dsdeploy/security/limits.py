@@ -22,13 +22,14 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from dsdeploy.security.slots import Lease, SlotStore, slot_store
@@ -65,12 +66,16 @@ class LimitsUnavailable(Exception):
     uncounted."""
 
 
+STORE_ERRORS = (StorageError, RedisError, OSError)
+UNAVAILABLE = "the rate limit store is not answering; retry shortly"
+
+
 @contextlib.contextmanager
 def store_errors() -> Iterator[None]:
     try:
         yield
-    except (StorageError, RedisError, OSError):
-        raise LimitsUnavailable("the rate limit store is not answering; retry shortly") from None
+    except STORE_ERRORS:
+        raise LimitsUnavailable(UNAVAILABLE) from None
 
 
 @dataclass(frozen=True)
@@ -83,14 +88,16 @@ class Reservation:
     window: Window
 
 
-def open_storage(redis_url: str | None) -> Storage:
+def open_storage(redis_url: str | None, pool: ConnectionPool | None = None) -> Storage:
     """Redis (shared by replicas) when a URL is given, this process's memory otherwise.
-    Redis is reached with redis-py, the client ``limits[redis]`` installs."""
+    Redis is reached with redis-py, the client ``limits[redis]`` installs, through ``pool``
+    when given: its owner can then close the connections (the storage has no close)."""
     if redis_url is None:
         storage = storage_from_string("async+memory://")
     else:
+        options: dict[str, Any] = {} if pool is None else {"connection_pool": pool}
         storage = storage_from_string(
-            "async+" + redis_url, wrap_exceptions=True, implementation="redispy"
+            "async+" + redis_url, wrap_exceptions=True, implementation="redispy", **options
         )
     assert isinstance(storage, Storage)
     return storage
@@ -99,27 +106,37 @@ def open_storage(redis_url: str | None) -> Storage:
 class Limiter:
     """Per-key requests per minute, tokens per minute and requests at once."""
 
-    def __init__(self, storage: Storage, slots: SlotStore) -> None:
+    def __init__(
+        self, storage: Storage, slots: SlotStore, pool: ConnectionPool | None = None
+    ) -> None:
         self.storage = storage
+        """Also where failed authentications are counted (``security.auth_throttle``)."""
         self.requests = MovingWindowRateLimiter(storage)
         self.slots = slots
+        self.pool = pool
 
     @classmethod
     def from_url(cls, redis_url: str | None, *, lease_s: float) -> Limiter:
-        return cls(open_storage(redis_url), slot_store(redis_url, lease_s=lease_s))
+        pool = None if redis_url is None else ConnectionPool.from_url(redis_url)
+        slots = slot_store(redis_url, lease_s=lease_s)
+        return cls(open_storage(redis_url, pool), slots, pool)
 
     async def aclose(self) -> None:
         await self.slots.aclose()
+        if self.pool is not None:
+            await self.pool.disconnect()
 
-    async def admit_request(self, key_id: str, rpm: int) -> None:
-        """Counts one request, or raises ``LimitExceeded`` when the last minute had ``rpm``
-        (the window is read only then: one round trip for an admitted request)."""
+    async def admit_request(self, key_id: str, rpm: int) -> Window:
+        """Counts one request and says where the key's minute stands, or raises
+        ``LimitExceeded`` when the last minute had ``rpm`` (two round trips: the moving
+        window's hit says only whether it fits)."""
         item = RateLimitItemPerMinute(rpm)
         with store_errors():
-            if await self.requests.hit(item, "rpm", key_id):
-                return
+            admitted = await self.requests.hit(item, "rpm", key_id)
             stats = await self.requests.get_window_stats(item, "rpm", key_id)
         window = Window(rpm, stats.remaining, max(0.0, stats.reset_time - time.time()))
+        if admitted:
+            return window
         message = f"this API key may send {rpm} requests per minute"
         raise LimitExceeded("requests", message, max(window.reset_s, 1.0), window)
 
