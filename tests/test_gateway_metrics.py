@@ -200,7 +200,7 @@ def test_ready_is_503_at_once_when_an_engine_dies_or_the_gateway_drains(tmp_path
             assert time.monotonic() < restarted, "the engine did not come back"
             time.sleep(0.1)
         assert value(scrape_open(gateway), "dsdeploy_engine_restarts_total", model="a") == 1
-        gateway.app.state.draining = lambda: True
+        gateway.app.state.drain.begin()  # what a stop signal does first
         draining = httpx.get(gateway.base_url + "/health/ready")
         assert (draining.status_code, draining.json()["reason"]) == (
             503,

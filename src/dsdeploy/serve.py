@@ -10,7 +10,6 @@ from collections.abc import Coroutine, Iterable
 from types import FrameType
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,7 +20,7 @@ from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.limits import LimitsHook
-from dsdeploy.gateway.server import uvicorn_config
+from dsdeploy.gateway.server import GatewayServer, uvicorn_config
 from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
@@ -105,7 +104,11 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def exit_quietly(signum: int, frame: FrameType | None) -> None:
-    """A stop signal means a clean, successful exit once everything is shut down."""
+    """A stop signal means a clean, successful exit once everything is shut down.
+
+    In effect while the engines load and after the gateway has stopped; while it serves,
+    uvicorn's handler drains instead (``GatewayServer``), then raises the signal again for
+    this one, which ends ``main`` through its ``finally`` (the engines stop)."""
     raise SystemExit(0)
 
 
@@ -160,8 +163,7 @@ def serve(
     limits = LimitsHook(security)
     app = create_app(pool, gateway, [*hooks, limits], auth, security, audit)
     pool.add_listener(app.state.metrics)
-    server = uvicorn.Server(uvicorn_config(app, gateway, security))
-    app.state.draining = lambda: server.should_exit  # readiness fails once a stop is asked
+    server = GatewayServer(uvicorn_config(app, gateway, security), app.state.drain)
     scheme = "https" if security.tls_cert is not None else "http"
 
     async def main() -> None:

@@ -60,6 +60,13 @@ class GatewaySettings(BaseSettings):
         description="Largest request line plus headers, in bytes; a larger one is answered "
         "431 and closed.",
     )
+    drain_timeout_s: float = Field(
+        30,
+        gt=0,
+        description="Seconds a stop (SIGTERM or Ctrl-C) waits for the requests in flight to "
+        "finish, streams included, while no new one is taken; then streams still open end "
+        "with an error event and the server exits (a second signal ends them at once).",
+    )
     access_log: bool = Field(
         False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
     )
@@ -269,6 +276,7 @@ class SecuritySettings(BaseSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together; give both or neither")
         return self
+
     audit: bool = Field(
         True,
         description="Keep a hash-chained audit record of every request (who, what route and "

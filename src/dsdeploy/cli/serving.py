@@ -50,6 +50,7 @@ def serve(
         int | None, typer.Option(help=describe("max_queued_requests"))
     ] = None,
     body_timeout: Annotated[float | None, typer.Option(help=describe("body_timeout_s"))] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help=describe("drain_timeout_s"))] = None,
     require_keys: Annotated[bool, typer.Option(help=describe("require_keys"))] = False,
     insecure_no_auth: Annotated[bool, typer.Option(help=describe("insecure_no_auth"))] = False,
     weights_key_file: Annotated[str | None, typer.Option(help=describe("weights_key_file"))] = None,
@@ -88,6 +89,7 @@ def serve(
         max_messages=max_messages,
         max_queued_requests=max_queued_requests,
         body_timeout_s=body_timeout,
+        drain_timeout_s=drain_timeout,
         require_keys=require_keys or None,  # a flag left out leaves DSDEPLOY_* in charge
         insecure_no_auth=insecure_no_auth or None,
         weights_key_file=weights_key_file,
@@ -111,7 +113,7 @@ def ps(
     ] = None,
 ) -> None:
     """Show a running server's models: state, memory planned and used, slots, requests in
-    flight, idle time and restarts."""
+    flight, idle time, restarts and the last restart's recovery time."""
     gateway = load_settings().gateway
     try:
         models = fetch_status(url or f"http://{gateway.host}:{gateway.port}", api_key)
