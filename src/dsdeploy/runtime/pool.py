@@ -122,6 +122,7 @@ def model_status(state: ModelState) -> dict[str, object]:
         "waiting": state.waiting,
         "idle_s": round(running.idle_s, 1) if running else None,
         "restarts": running.supervisor.restarts if running else 0,
+        "recovery_s": running.supervisor.last_recovery_s if running else None,
     }
 
 
