@@ -20,6 +20,9 @@ from tests.conftest import Server, decoding_stream_body, engine_of, gone, start_
 
 pytestmark = pytest.mark.engine
 
+ENGINE = ["--threads", "1"]
+"""One decode thread: two threads that wait for each other at every step slow to a crawl
+when other processes keep the cores busy."""
 MAX_WAIT_S = 5.0
 """Longest a client may wait for its answer or its error once the engine is gone."""
 
@@ -52,20 +55,20 @@ def server(model_home: Path, tmp_path: Path, request: pytest.FixtureRequest) -> 
     """``dsdeploy serve`` with the indirect parameter's flags (and ``DSDEPLOY_*``
     variables, when the parameter is a pair of both)."""
     flags, env = request.param if isinstance(request.param, tuple) else (request.param, {})
-    started = start_server(model_home, tmp_path / "serve.log", *flags, **env)
+    started = start_server(model_home, tmp_path / "serve.log", *ENGINE, *flags, **env)
     yield started
     started.stop()
 
 
-@pytest.mark.parametrize("server", [["--parallel", "4", "--drain-timeout", "120"]], indirect=True)
+@pytest.mark.parametrize("server", [["--parallel", "4", "--drain-timeout", "600"]], indirect=True)
 def test_sigterm_lets_twenty_streams_finish_then_exits_0(server: Server) -> None:
-    clients = [ChatClient(server.base_url, decoding_stream_body(48)) for _ in range(20)]
+    clients = [ChatClient(server.base_url, decoding_stream_body(48), 600) for _ in range(20)]
     until(lambda: in_flight(server) == 20, 60, "20 requests in flight")
     stopped_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     assert refused_or_503(server)
-    assert server.process.wait(timeout=120) == 0
+    assert server.process.wait(timeout=600 + 30) == 0
     exit_s = time.monotonic() - stopped_at
     for client in clients:
         client.wait(5)
@@ -76,7 +79,7 @@ def test_sigterm_lets_twenty_streams_finish_then_exits_0(server: Server) -> None
         f"server exited {exit_s:.1f} s after SIGTERM"
     )
     assert finished == 20
-    assert exit_s < 120
+    assert exit_s < 600
 
 
 @pytest.mark.parametrize("server", [["--parallel", "2", "--drain-timeout", "2"]], indirect=True)
@@ -101,7 +104,7 @@ def test_drain_timeout_ends_long_streams_with_an_error_and_exits(server: Server)
         assert (client.status, client.error_code()) == (200, "shutting_down")
     assert (queued.status, queued.error_code()) == (503, "shutting_down")
     assert max(ends) < 2 + 1
-    assert exit_s < 2 + 3
+    assert exit_s < 2 + 6  # the engine stops in 0.3 s; the rest is the process ending
 
 
 def load(server: Server) -> list[ChatClient]:
