@@ -192,6 +192,7 @@ def test_ready_is_503_at_once_when_an_engine_dies_or_the_gateway_drains(tmp_path
         pid = gateway.pool.running()["a"].pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
         deadline = time.monotonic() + 0.4  # the supervisor waits 0.5 s before a restart
         while (ready := httpx.get(gateway.base_url + "/health/ready")).status_code == 200:
             assert time.monotonic() < deadline, "readiness missed the dead engine"
@@ -202,8 +203,13 @@ def test_ready_is_503_at_once_when_an_engine_dies_or_the_gateway_drains(tmp_path
         while httpx.get(gateway.base_url + "/health/ready").status_code != 200:
             assert time.monotonic() < restarted, "the engine did not come back"
             time.sleep(0.1)
-        assert value(scrape_open(gateway), "dsdeploy_engine_restarts_total", model="a") == 1
-        gateway.app.state.draining = lambda: True
+        scraped = scrape_open(gateway)
+        assert value(scraped, "dsdeploy_engine_restarts_total", model="a") == 1
+        recovery_s = value(scraped, "dsdeploy_engine_recovery_seconds", model="a")
+        assert 0.5 <= recovery_s <= time.monotonic() - killed_at  # the 0.5 s backoff, at least
+        models = httpx.get(gateway.base_url + "/ps").json()["models"]
+        assert [row["recovery_s"] for row in models] == [recovery_s, None]
+        gateway.app.state.drain.begin()  # what a stop signal does first
         draining = httpx.get(gateway.base_url + "/health/ready")
         assert (draining.status_code, draining.json()["reason"]) == (
             503,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -21,7 +20,7 @@ from dsdeploy.bench.launch import free_port
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
-from dsdeploy.gateway.server import uvicorn_config
+from dsdeploy.gateway.server import GatewayServer, uvicorn_config
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.settings import GatewaySettings
@@ -35,6 +34,7 @@ class StubGateway:
     base_url: str
     app: FastAPI
     pool: EnginePool
+    server: GatewayServer
 
 
 def stub_pool(folder: Path, models: Iterable[str], engine: StubEngine) -> EnginePool:
@@ -59,13 +59,14 @@ def stub_gateway(
     metrics_token: str | None = None,
     hooks: Iterable[Hook] = (),
     nvml: Any = None,
+    drain_timeout_s: float = 30,
 ) -> Iterator[StubGateway]:
-    settings = GatewaySettings(port=free_port())
+    settings = GatewaySettings(port=free_port(), drain_timeout_s=drain_timeout_s)
     pool = stub_pool(folder, models, engine or StubEngine())
     token = SecretStr(metrics_token) if metrics_token is not None else None
     app = create_app(pool, settings, hooks, AuthConfig(metrics_token=token), nvml=nvml)
     pool.add_listener(app.state.metrics)
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    server = GatewayServer(uvicorn_config(app, settings), app.state.drain)
     failures: list[BaseException] = []
 
     async def main() -> None:
@@ -88,7 +89,7 @@ def stub_gateway(
         time.sleep(0.02)
     try:
         assert server.started, f"the gateway did not start: {failures}"
-        yield StubGateway(f"http://127.0.0.1:{settings.port}", app, pool)
+        yield StubGateway(f"http://127.0.0.1:{settings.port}", app, pool, server)
     finally:
         server.should_exit = True
         thread.join(60)

@@ -19,6 +19,7 @@ COLUMNS = (
     "in flight",
     "idle s",
     "restarts",
+    "recovery s",
 )
 
 
@@ -52,6 +53,10 @@ def mib(value: object) -> str:
     return f"{value / 2**20:.0f}" if isinstance(value, int) else "-"
 
 
+def seconds(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "-"
+
+
 def shown(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -71,5 +76,6 @@ def status_table(models: list[dict[str, Any]]) -> Table:
             shown(m.get("in_flight")),
             shown(m.get("idle_s")),
             shown(m.get("restarts")),
+            seconds(m.get("recovery_s")),
         )
     return table

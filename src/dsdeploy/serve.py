@@ -10,7 +10,6 @@ from collections.abc import Callable, Coroutine, Iterable
 from types import FrameType
 from typing import Any
 
-import uvicorn
 from limits.aio.storage import Storage
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,7 +23,7 @@ from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.limits import LimitsHook
-from dsdeploy.gateway.server import uvicorn_config
+from dsdeploy.gateway.server import GatewayServer, uvicorn_config
 from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import parse_size
@@ -100,7 +99,7 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=keep_alive,
         load_wait_s=settings.serving.load_wait_s,
-        drain_timeout_s=settings.serving.drain_timeout_s,
+        drain_timeout_s=settings.gateway.drain_timeout_s,
         respec=respecifier(settings, hardware, console),
     )
 
@@ -120,7 +119,7 @@ def prepare_vllm(
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=None,
         load_wait_s=settings.serving.load_wait_s,
-        drain_timeout_s=settings.serving.drain_timeout_s,
+        drain_timeout_s=settings.gateway.drain_timeout_s,
     )
 
 
@@ -135,7 +134,11 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def exit_quietly(signum: int, frame: FrameType | None) -> None:
-    """A stop signal means a clean, successful exit once everything is shut down."""
+    """A stop signal means a clean, successful exit once everything is shut down.
+
+    In effect while the engines load and after the gateway has stopped; while it serves,
+    uvicorn's handler drains instead (``GatewayServer``), then raises the signal again for
+    this one, which ends ``main`` through its ``finally`` (the engines stop)."""
     raise SystemExit(0)
 
 
@@ -221,8 +224,7 @@ def serve(
     limits = LimitsHook(security, limiter)
     app = create_app(pool, gateway, [*hooks, limits], auth, security, audit)
     pool.add_listener(app.state.metrics)
-    server = uvicorn.Server(uvicorn_config(app, gateway, security))
-    app.state.draining = lambda: server.should_exit  # readiness fails once a stop is asked
+    server = GatewayServer(uvicorn_config(app, gateway, security), app.state.drain)
     scheme = "https" if security.tls_cert is not None else "http"
 
     report = reporter(console)

@@ -60,6 +60,14 @@ class GatewaySettings(BaseSettings):
         description="Largest request line plus headers, in bytes; a larger one is answered "
         "431 and closed.",
     )
+    drain_timeout_s: float = Field(
+        30,
+        gt=0,
+        description="Seconds requests in flight may take to finish, streams included, when "
+        "the server stops (SIGTERM or Ctrl-C: no new one is taken; then streams still open end "
+        "with an error event and the server exits; a second signal ends them at once) or an "
+        "engine is replaced (dsdeploy reload, SIGHUP: the old engine is stopped then).",
+    )
     access_log: bool = Field(
         False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
     )
@@ -138,12 +146,6 @@ class ServingSettings(BaseSettings):
     )
     load_wait_s: float = Field(
         120.0, gt=0, description="Longest a request waits for its model to load before a 503."
-    )
-    drain_timeout_s: float = Field(
-        30.0,
-        ge=0,
-        description="Seconds requests in flight on an engine being replaced (dsdeploy reload, "
-        "SIGHUP) may take to finish; the old engine is stopped then even if some have not.",
     )
     preload: list[str] = Field(
         default_factory=list, description="Models to load at start instead of on first use."

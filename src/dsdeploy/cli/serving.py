@@ -125,7 +125,7 @@ def ps(
     ] = None,
 ) -> None:
     """Show a running server's models: state, memory planned and used, slots, requests in
-    flight, idle time and restarts."""
+    flight, idle time, restarts and the last restart's recovery time."""
     gateway = load_settings().gateway
     try:
         models = fetch_status(url or f"http://{gateway.host}:{gateway.port}", api_key)

@@ -8,7 +8,8 @@ refused before a byte is read. A body still arriving ``body_timeout_s`` after it
 
 A client that disconnects while the engine works must not leave the engine working: the
 engine only learns it when its own connection closes, so the wait for the engine is
-watched and cancelled when the client's ``http.disconnect`` arrives.
+watched and cancelled when the client's ``http.disconnect`` arrives. A stop's drain that
+runs out (``gateway.drain``) cancels the wait the same way, and the client gets a 503.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
+from dsdeploy.gateway.drain import shutting_down
 from dsdeploy.gateway.errors import ApiError
 
 T = TypeVar("T")
@@ -77,13 +79,16 @@ async def disconnected(receive: Receive) -> None:
         pass
 
 
-async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:
-    """``work``'s result, or ``ClientGone`` once the client disconnects first; ``work`` is
-    then cancelled, which closes its engine connection."""
+async def unless_client_leaves(
+    receive: Receive, work: Awaitable[T], cutoff: asyncio.Future[None]
+) -> T:
+    """``work``'s result, or ``ClientGone`` once the client disconnects first, or a 503
+    once the drain's ``cutoff`` comes first; ``work`` is then cancelled, which closes its
+    engine connection."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(disconnected(receive))
     try:
-        done, _ = await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait((task, watcher, cutoff), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         raise
@@ -94,4 +99,6 @@ async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    raise ClientGone
+    if watcher in done:
+        raise ClientGone
+    raise shutting_down()

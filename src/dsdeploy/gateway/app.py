@@ -14,6 +14,7 @@ from dsdeploy import __version__
 from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.cors import Cors
+from dsdeploy.gateway.drain import Drain
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
 from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.metrics import GatewayMetrics
@@ -32,10 +33,6 @@ ERROR_SHAPES = ((ANTHROPIC_PREFIX, ANTHROPIC),)
 """Paths whose errors take another API's shape than OpenAI's."""
 
 
-def not_draining() -> bool:
-    return False
-
-
 def create_app(
     pool: UpstreamPool,
     settings: GatewaySettings,
@@ -50,8 +47,8 @@ def create_app(
     the audit's writer). More hooks may be added (``app.state.hooks.add``) until it serves.
     Every path but the probes is behind ``auth`` (see ``gateway.auth``); ``audit`` records
     every request, refused ones included. Its metrics (``app.state.metrics``) are the first
-    hook; ``nvml`` stands in for ``pynvml``. ``app.state.draining`` is asked by the
-    readiness probe: the server's owner sets it.
+    hook; ``nvml`` stands in for ``pynvml``. ``app.state.drain`` is the stop's drain: the
+    server (``gateway.server.GatewayServer``) begins it at a stop signal.
 
     ``security`` (what ``serve`` always passes) puts the network guard and CORS in front of
     auth; without it the app is for in-process use only (tests), with no network checks."""
@@ -76,7 +73,7 @@ def create_app(
     app.state.body_timeout_s = settings.body_timeout_s
     app.state.metrics = GatewayMetrics(pool, nvml)
     app.state.metrics_token = auth.metrics_token
-    app.state.draining = not_draining
+    app.state.drain = Drain(settings.drain_timeout_s)
     allowlist = [ModelAllowlist()] if auth.keys is not None else []
     audit_hooks = audit.hooks if audit else ()
     app.state.hooks = Hooks([app.state.metrics, *allowlist, *hooks, *audit_hooks])

@@ -1,6 +1,7 @@
 """Metrics read when ``/metrics`` is scraped, never on a request's path: each model's
-engine (state, restarts, memory and CPU of its process tree, and the engine's own numbers
-from its metrics endpoint) and each NVIDIA GPU through NVML.
+engine (state, restarts and how long the last one took, memory and CPU of its process
+tree, and the engine's own numbers from its metrics endpoint) and each NVIDIA GPU through
+NVML.
 
 prometheus-client collects synchronously, so the engines' own endpoints are read first
 (``EngineCollector.refresh``, awaited by the route) and ``collect`` reports what came back.
@@ -120,6 +121,10 @@ class EngineCollector(Collector):
         slots = gauge("dsdeploy_engine_slots", "Requests the engine serves at once")
         leased = gauge("dsdeploy_engine_requests_in_flight", "Requests holding the engine")
         waiting = gauge("dsdeploy_model_load_waiting", "Requests waiting for the model to load")
+        recovery = gauge(
+            "dsdeploy_engine_recovery_seconds",
+            "How long the engine's last restart took, from seen dead or killed as hung to ready",
+        )
         own = {name: gauge(name, doc) for name, doc in OWN_GAUGES.items()}
         for row in self.pool.status():
             model = str(row["model"])
@@ -135,9 +140,12 @@ class EngineCollector(Collector):
                 rss.add_metric([model], number(row["rss_bytes"]))
             if row.get("cpu_s") is not None:
                 cpu.add_metric([model], number(row["cpu_s"]))
+            if row.get("recovery_s") is not None:
+                recovery.add_metric([model], number(row["recovery_s"]))
             for name, value in self.engine_numbers.get(model, {}).items():
                 own[name].add_metric([model], value)
-        yield from (loaded, up, restarts, rss, cpu, slots, leased, waiting, *own.values())
+        yield from (loaded, up, restarts, rss, cpu, slots, leased, waiting, recovery)
+        yield from own.values()
 
 
 def number(value: object) -> float:

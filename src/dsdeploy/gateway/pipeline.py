@@ -8,7 +8,8 @@
               this endpoint and the choices asked for (400)
 5. relay      the client's bytes to the engine; its answer back, as bytes or, when a hook
               reads them, as events through ``on_event`` hooks; a client that leaves
-              cancels the engine's work
+              cancels the engine's work, and so does a stop's drain that runs out (503,
+              or an error event ending a stream)
 6. after      ``after`` hooks, once the answer is over, whatever the outcome — middleware
 
 Headers hooks put in ``ctx.headers`` go out with the answer, streamed ones included.
@@ -33,6 +34,7 @@ from dsdeploy.engines.base import EngineCapabilities
 from dsdeploy.errors import EngineUnavailable, ModelNotFound
 from dsdeploy.gateway.admission import ClientGone, read_body, unless_client_leaves
 from dsdeploy.gateway.context import RequestContext
+from dsdeploy.gateway.drain import Drain, shutting_down
 from dsdeploy.gateway.errors import ApiError, ErrorShape, client_safe, clip
 from dsdeploy.gateway.hooks import Hooks
 from dsdeploy.gateway.proxy import EngineProxy
@@ -99,6 +101,8 @@ async def run(request: Request, endpoint: Endpoint) -> Response:
     ctx.route = endpoint.name
     state = request.app.state
     hooks: Hooks = state.hooks
+    if state.drain.draining:  # stopping: the requests in flight finish, no new one starts
+        raise shutting_down()
     try:
         await hooks.admit(ctx, request.headers)
         body = await read_body(request, state.max_body_bytes, state.body_timeout_s)
@@ -117,6 +121,7 @@ async def answer(
     """Lease the model's engine, hand it the client's bytes, relay what it answers."""
     state = request.app.state
     proxy: EngineProxy = state.proxy
+    drain: Drain = state.drain
     prompt_param = endpoint.prompt_param or ""
     stack = AsyncExitStack()
     try:
@@ -125,11 +130,11 @@ async def answer(
         ctx.timings.upstream_start = time.monotonic()
         if ctx.stream:
             opened = proxy.open(upstream, endpoint.engine_path, body, prompt_param)
-            response = await unless_client_leaves(request.receive, opened)
+            response = await unless_client_leaves(request.receive, opened, drain.cutoff())
             events = relay(response, ctx, endpoint.shape, state.hooks)
-            return LeasedStream(events, done=stack.aclose)
+            return LeasedStream(events, stack.aclose, drain.cutoff(), endpoint.shape, ctx.id)
         fetched = proxy.fetch(upstream, endpoint.engine_path, body, prompt_param)
-        payload = await unless_client_leaves(request.receive, fetched)
+        payload = await unless_client_leaves(request.receive, fetched, drain.cutoff())
         ctx.timings.first_byte = time.monotonic()
         if state.hooks:
             with contextlib.suppress(ValueError):

@@ -7,12 +7,15 @@ them once it ends (the first and last events carry it). With a hook reading even
 cut into server-sent events, each goes through the hooks, and what they return is sent;
 the usage is noted on the request's context on the way.
 
-However the stream ends — finished, broken by the engine, or abandoned by the client — the
-engine connection is closed (which cancels the request in the engine) and the lease ends.
+However the stream ends — finished, broken by the engine, abandoned by the client, or cut
+by a stop's drain (it then ends with one error event) — the engine connection is closed
+(which cancels the request in the engine) and the lease ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -20,9 +23,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import aiohttp
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from dsdeploy.gateway.context import RequestContext
+from dsdeploy.gateway.drain import shutting_down
 from dsdeploy.gateway.errors import ApiError, ErrorShape
 from dsdeploy.gateway.hooks import Hooks
 from dsdeploy.gateway.sse import SseEvent, SseParser, parse_block
@@ -123,21 +127,63 @@ async def relay_events(
         response.close()
 
 
-class LeasedStream(StreamingResponse):
-    """A relayed event stream that ends its lease however it ends: finished, broken, or
-    abandoned by the client (Starlette then cancels it, and skips background tasks)."""
+async def stopped(task: asyncio.Future[None]) -> None:
+    """Cancel ``task`` and wait until it has stopped (nothing when it is over already)."""
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
-    def __init__(self, events: AsyncGenerator[bytes, None], done: Done) -> None:
+
+class LeasedStream(StreamingResponse):
+    """A relayed event stream that ends its lease however it ends: finished, broken,
+    abandoned by the client (Starlette then cancels it, and skips background tasks), or
+    cut by the drain's ``cutoff``, which ends it with one error event in its API's shape."""
+
+    def __init__(
+        self,
+        events: AsyncGenerator[bytes, None],
+        done: Done,
+        cutoff: asyncio.Future[None],
+        shape: ErrorShape,
+        request_id: str,
+    ) -> None:
         super().__init__(events, media_type="text/event-stream", headers=STREAM_HEADERS)
         self.events = events
         self.done = done
+        self.cutoff = cutoff
+        self.shape = shape
+        self.request_id = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent: list[Message] = []  # the first message and, once sent, the last
+
+        async def send_noting(message: Message) -> None:
+            if not sent or not message.get("more_body", False):
+                sent.append(message)
+            await send(message)
+
+        streaming = asyncio.ensure_future(super().__call__(scope, receive, send_noting))
         try:
-            await super().__call__(scope, receive, send)
+            await asyncio.wait((streaming, self.cutoff), return_when=asyncio.FIRST_COMPLETED)
+            if streaming.done():
+                streaming.result()  # a failure of the stream itself is the server's to log
+            else:
+                await stopped(streaming)
+                await self.end_cut(send, started=bool(sent), ended=len(sent) > 1)
         finally:
+            await stopped(streaming)  # this request was cancelled (uvicorn's own bound)
             await self.events.aclose()  # closes the engine connection now, not at GC
             await self.done()
+
+    async def end_cut(self, send: Send, *, started: bool, ended: bool) -> None:
+        if ended:
+            return
+        if not started:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await send(start)
+        event = self.shape.stream_event(shutting_down(), self.request_id)
+        await send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 def relay(

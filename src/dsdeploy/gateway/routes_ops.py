@@ -81,7 +81,7 @@ def readiness(pool: UpstreamPool, draining: bool) -> tuple[bool, dict[str, Any]]
 
 
 def ready_answer(request: Request, model: str | None) -> JSONResponse:
-    draining = request.app.state.draining()
+    draining = request.app.state.drain.draining
     ok, body = readiness(request.app.state.pool, draining)
     if model is not None:
         entry = body["models"].get(model)
@@ -130,7 +130,7 @@ def ops_router() -> APIRouter:
     @router.get("/ps")
     async def ps(request: Request) -> dict[str, Any]:
         """Each model's state, memory planned and measured, slots, requests in flight,
-        idle seconds and restarts."""
+        idle seconds, restarts and how long the last restart took to be ready again."""
         pool: UpstreamPool = request.app.state.pool
         return {"models": pool.status()}
 

@@ -12,6 +12,11 @@ streamed chunk here) has three gaps this subclass closes:
 - no bound on header size (50 MB of headers were held in memory). Here more than
   ``max_header_bytes`` before the headers end is answered 431 and closed.
 
+A stop signal drains (``GatewayServer``, with the app's ``gateway.drain.Drain``): uvicorn
+stops accepting and waits for each open answer, streams included, to end; the drain's cut
+ends those still open ``drain_timeout_s`` after the signal, and uvicorn's own bound
+(``timeout_graceful_shutdown``) backs it a second later.
+
 A refused connection gets its answer, then a half-close: the client reads the answer and
 closes, so its TCP stack does not reset the connection (and drop the answer) because
 bytes it sent were left unread. For the same reason a request answered before its body
@@ -22,12 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import socket
+from types import FrameType
 from typing import Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from dsdeploy.gateway.drain import CUT_GRACE_S, Drain
 from dsdeploy.gateway.errors import OPENAI, ApiError
 from dsdeploy.settings import GatewaySettings, SecuritySettings
 
@@ -146,8 +155,40 @@ def uvicorn_config(
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        # a backstop behind the drain's cut; uvicorn wants whole seconds
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s + CUT_GRACE_S),
         proxy_headers=False,
         ssl_certfile=None if security is None else security.tls_cert,
         ssl_keyfile=None if security is None else security.tls_key,
     )
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, its stop bounded by the app's drain.
+
+    uvicorn installs its own SIGTERM/SIGINT handler while it serves (``handle_exit``, below)
+    and, once it has shut down, raises the signal again for the handler it replaced. The
+    first signal begins the drain; a second one cuts it at once (uvicorn's own answer to a
+    second Ctrl-C, ``force_exit``, stops waiting but leaves the answers in flight unended
+    and skips the app's shutdown)."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        again = self.drain.draining
+        super().handle_exit(sig, frame)
+        self.force_exit = False
+        self.drain.begin()  # readiness and new requests see it at once
+        if again and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.drain.cut)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.drain.arm()
+        await super().shutdown(sockets)

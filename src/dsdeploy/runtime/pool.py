@@ -133,6 +133,7 @@ def model_status(state: ModelState) -> dict[str, object]:
         "restarts": running.supervisor.restarts if running else 0,
         "reloading": state.reload is not None,
         "generation": state.generation,
+        "recovery_s": running.supervisor.last_recovery_s if running else None,
     }
 
 

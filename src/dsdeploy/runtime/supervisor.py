@@ -113,6 +113,9 @@ class Supervisor:
         """Failed checks in a row after which a running engine is deemed hung."""
         self.state = "stopped"
         self.restarts = 0
+        self.last_recovery_s: float | None = None
+        """Seconds the last restart took, from the engine seen dead (or killed as hung) to
+        ready again; None before any."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._rundir: Path | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -302,9 +305,11 @@ class Supervisor:
         """Restart the engine whenever it exits or hangs, waiting longer after each quick
         failure."""
         failures = 0
+        down_since: float | None = None
         while self._proc is not None:
             started = time.monotonic()
             self.last_exit = await self._ended(self._proc)
+            down_since = down_since or time.monotonic()  # kept across failed restarts
             self.state = "restarting"
             self.restarts += 1
             if time.monotonic() - started > HEALTHY_RESETS_BACKOFF_S:
@@ -315,7 +320,12 @@ class Supervisor:
             await asyncio.sleep(delay)
             try:
                 await self._launch()
-                log.warning("engine restarted and ready (restart %d)", self.restarts)
+                self.last_recovery_s, down_since = time.monotonic() - down_since, None
+                log.warning(
+                    "engine ready again after %.1f s (restart %d)",
+                    self.last_recovery_s,
+                    self.restarts,
+                )
             except EngineStartFailed as failure:
                 log.error("engine restart failed: %s", failure)
 
