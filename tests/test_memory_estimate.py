@@ -30,6 +30,14 @@ TINY_V3 = Architecture(  # as read from the tiny DeepSeek-V3 GGUF (benchmarks/ti
 TINY_V32 = replace(TINY_V3, index_n_heads=4, index_head_dim=64, index_topk=256)
 """The tiny DeepSeek-V3.2 GGUF: the same MLA + MoE, plus the sparse-attention indexer."""
 
+TINY_V4 = Architecture(  # as read from the tiny DeepSeek-V4 GGUF (docs/design.md: how it was made)
+    n_layers=4, hidden=64, n_heads=4, n_kv_heads=1, head_dim=64, intermediate=0, vocab=129280,
+    max_positions=4096, q_lora_rank=32, n_routed_experts=4, n_shared_experts=1,
+    experts_per_token=2, moe_intermediate=32, index_n_heads=4, index_head_dim=64,
+    index_topk=64, sliding_window=128, compress_ratios=(0, 4, 128, 4, 0), o_groups=2,
+    o_lora_rank=16, hc_mult=4,
+)  # fmt: skip
+
 # (ctx, slots, kv type, flash attention) -> MiB reported: KV, compute, output
 SMOLLM2_REPORTED = {
     (512, 1, "f16", True): (11.25, 14.01, 0.19),
@@ -80,6 +88,26 @@ def test_deepseek_v32_indexer_cache_and_compute_match_what_llama_server_reported
     check(TINY_V32, TINY_V32_REPORTED)
     kv = kv_layout.kv_cache_bytes(TINY_V32, 2048, 1)
     assert (kv.k, kv.indexer) == (2 * 2048 * 48 * 2, 2 * 2048 * 64 * 2)  # 0.38 + 0.50 MiB
+
+
+def test_deepseek_v4_cache_parts_match_what_llama_server_reported() -> None:
+    # (ctx, slots) -> MiB of the window, CSA, HCA and indexer caches and of the three
+    # compressor states, each from its own `-lv 4` line (llama_kv_cache_dsv4)
+    reported = {
+        (2048, 1): ((0.38, 0.12, 0.03, 0.12), (0.02, 0.06, 0.02), 5.65),
+        (2048, 4): ((1.00, 0.25, 0.12, 0.25), (0.06, 0.25, 0.06), 4.78),
+        (8192, 1): ((0.38, 0.50, 0.03, 0.50), (0.02, 0.06, 0.02), None),  # flash attention off
+    }
+    for (ctx, slots), (caches, states, compute) in reported.items():
+        kv = kv_layout.kv_cache_bytes(TINY_V4, ctx, slots)
+        window, csa, hca, indexer = caches
+        assert kv.k / MIB == pytest.approx(window, abs=0.006)
+        assert kv.compressed / MIB == pytest.approx(csa + hca, abs=0.011)
+        assert kv.indexer / MIB == pytest.approx(indexer, abs=0.006)
+        assert kv.state / MIB == pytest.approx(sum(states), abs=0.016)
+        if compute is not None:  # plans always use flash attention
+            estimate = memory.compute_buffer_bytes(TINY_V4, ctx, slots, flash_attention=True)
+            assert compute <= estimate / MIB <= compute + 2
 
 
 def test_mla_cache_keeps_only_the_latent_and_rope_key() -> None:

@@ -86,7 +86,8 @@ SMOLLM2 = CatalogEntry(
 
 def architecture_from_json(raw: dict[str, Any]) -> Architecture:
     """A list in JSON becomes a tuple, so the architecture stays hashable."""
-    return Architecture(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    numbers: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return Architecture(**numbers)
 
 
 def entry_from_json(raw: dict[str, object]) -> CatalogEntry:
