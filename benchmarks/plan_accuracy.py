@@ -27,7 +27,7 @@ from dsdeploy import catalog
 from dsdeploy.engines import llamacpp_locate
 from dsdeploy.engines.llamacpp_buffers import parse_buffers
 from dsdeploy.modelfile import ModelLayout, read_gguf_layout
-from dsdeploy.planner import memory
+from dsdeploy.planner import kv_layout, memory
 from dsdeploy.progress import ProgressHook
 from dsdeploy.pull import pull
 from dsdeploy.settings import Settings
@@ -65,7 +65,7 @@ class Row:
 
 def estimate(layout: ModelLayout, case: Case) -> dict[str, int]:
     arch = layout.architecture
-    kv = memory.kv_cache_bytes(arch, case.ctx, case.slots, case.kv_type, case.kv_type).total
+    kv = kv_layout.kv_cache_bytes(arch, case.ctx, case.slots, case.kv_type, case.kv_type).total
     output = memory.output_buffer_bytes(arch, case.slots)
     compute = memory.compute_buffer_bytes(
         arch, case.ctx, case.slots, flash_attention=case.flash_attention

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks.tiny_checkpoints import COMMON, MLA_MOE
+from benchmarks.tiny_checkpoints import COMMON, DSA, MLA_MOE, V4
 
 from dsdeploy.errors import StoreError
 from dsdeploy.modelfile_hf import read_hf_layout
@@ -24,6 +24,12 @@ def saved(kind: str, folder: Path) -> int:
         model = transformers.DeepseekV3ForCausalLM(
             transformers.DeepseekV3Config(**COMMON, **MLA_MOE)
         )
+    elif kind == "deepseek-v32":
+        model = transformers.DeepseekV32ForCausalLM(
+            transformers.DeepseekV32Config(**COMMON, **MLA_MOE, **DSA)
+        )
+    elif kind == "deepseek-v4":
+        model = transformers.DeepseekV4ForCausalLM(transformers.DeepseekV4Config(**V4))
     else:
         model = transformers.LlamaForCausalLM(
             transformers.LlamaConfig(**COMMON, num_key_value_heads=2)
@@ -43,6 +49,16 @@ def test_checkpoint_bytes_are_exact_and_parameter_formulas_match_transformers(
     assert layout.weight_bytes == 4 * (params + router_bias)
     assert layout.architecture.total_params == pytest.approx(params, rel=0.005)
     assert (layout.expert_bytes > 0) == (kind == "deepseek-v3")
+
+
+@pytest.mark.parametrize("kind", ["deepseek-v32", "deepseek-v4"])
+def test_sparse_attention_parameter_formulas_match_transformers(tmp_path: Path, kind: str) -> None:
+    params = saved(kind, tmp_path)
+    arch = read_hf_layout(tmp_path).architecture
+    assert arch.has_indexer and arch.is_dsv4 == (kind == "deepseek-v4")
+    assert arch.total_params == pytest.approx(params, rel=0.005)
+    if arch.is_dsv4:  # transformers saves the schedule as layer_types
+        assert arch.compress_ratios == tuple(V4["compress_ratios"])
 
 
 def test_mla_numbers_come_from_config_json(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@
     │   ├── AccessDenied          the hub wants a token or an accepted licence (401/403)
     │   └── RemoteNotFound        the repo, revision or file does not exist (404)
     ├── ModelFileRejected         a model file failed the structure check before any engine
+    ├── UnsizedArchitecture       a model whose cache layout the planner cannot size yet
     ├── StoreError                the model store refused an operation
     │   ├── IntegrityError        bytes did not match their recorded sha256
     │   └── UnsafePathError       a name from outside would escape the store
@@ -78,6 +79,17 @@ class ModelFileRejected(DsdeployError):
             "report the file to its publisher"
         )
         super().__init__(f"refused {file}: {problem}{where} — {advice}")
+
+
+class UnsizedArchitecture(DsdeployError):
+    def __init__(self, model: str, architecture: str, marks: list[str]) -> None:
+        self.architecture = architecture
+        super().__init__(
+            f"{model}: dsdeploy cannot size the KV cache of a {architecture!r} model (its "
+            f"{', '.join(marks)} metadata describes a layout the planner does not model) and "
+            "will not guess; plan a catalog model instead (deepseek-v3.2 and deepseek-v4-* "
+            "cover DeepSeek's sparse attention)"
+        )
 
 
 class StoreError(DsdeployError):

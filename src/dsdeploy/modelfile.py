@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from dsdeploy.errors import StoreError
+from dsdeploy.errors import StoreError, UnsizedArchitecture
 from dsdeploy.gguf_parts import part_name, split_part
 from dsdeploy.model.architecture import Architecture
 
@@ -79,6 +79,35 @@ def gguf_part_readers(first: Path) -> list[GGUFReader]:
     return [reader, *(GGUFReader(path) for path in others)]
 
 
+SPARSE_ARCHITECTURES = {"deepseek32", "deepseek4"}
+"""GGUF architectures whose indexer and compressed caches the planner sizes."""
+UNSIZED_MARKS = ("ssm.", "attention.indexer.", "attention.compress_ratios", "hyper_connection.")
+"""Header keys of cache layouts the planner does not model (recurrent state, other sparse
+attention): a model carrying one is refused rather than sized as plain attention."""
+
+
+def unsized_marks(arch: str, keys: list[str]) -> list[str]:
+    if arch in SPARSE_ARCHITECTURES:
+        return []
+    marks = {
+        mark.rstrip(".")
+        for key in keys
+        for mark in UNSIZED_MARKS
+        if key.startswith(f"{arch}.{mark}")
+    }
+    return sorted(marks)
+
+
+def mtp_prefixes(fields: dict[str, Any], arch: str) -> tuple[str, ...]:
+    """Tensor-name prefixes of the multi-token-prediction layers a GGUF carries past its
+    trunk (V3.2's converter keeps one): llama.cpp loads them only to draft with."""
+    nextn = fields.get(f"{arch}.nextn_predict_layers")
+    if nextn is None:
+        return ()
+    blocks = int(fields[f"{arch}.block_count"].contents())
+    return tuple(f"blk.{layer}." for layer in range(blocks - int(nextn.contents()), blocks))
+
+
 def read_gguf_layout(path: Path) -> ModelLayout:
     """Architecture numbers from the header and the exact size of every tensor (of all the
     parts, for a split GGUF)."""
@@ -87,17 +116,23 @@ def read_gguf_layout(path: Path) -> ModelLayout:
         fields = readers[0].fields
         tensors = [tensor for reader in readers for tensor in reader.tensors]
         arch = str(fields["general.architecture"].contents())
+        marks = unsized_marks(arch, list(fields))
+        if marks:
+            raise UnsizedArchitecture(path.name, arch, marks)
 
         def number(key: str, default: int = 0) -> int:
             field = fields.get(f"{arch}.{key}")
             return int(field.contents()) if field is not None else default
 
+        ratios = fields.get(f"{arch}.attention.compress_ratios")
+        nextn = number("nextn_predict_layers")
+        trunk = number("block_count") - nextn
         heads = number("attention.head_count")
         hidden = number("embedding_length")
         mla_rank = number("attention.kv_lora_rank")
         rope = number("rope.dimension_count")
         architecture = Architecture(
-            n_layers=number("block_count"),
+            n_layers=trunk,
             hidden=hidden,
             n_heads=heads,
             n_kv_heads=number("attention.head_count_kv", heads),
@@ -116,18 +151,29 @@ def read_gguf_layout(path: Path) -> ModelLayout:
             moe_intermediate=number("expert_feed_forward_length"),
             first_k_dense_replace=number("leading_dense_block_count"),
             tied_embeddings=not any(t.name == "output.weight" for t in tensors),
+            index_n_heads=number("attention.indexer.head_count"),
+            index_head_dim=number("attention.indexer.key_length"),
+            index_topk=number("attention.indexer.top_k"),
+            sliding_window=number("attention.sliding_window") if ratios is not None else 0,
+            compress_ratios=tuple(int(r) for r in ratios.contents()) if ratios is not None else (),
+            o_groups=number("attention.output_group_count"),
+            o_lora_rank=number("attention.output_lora_rank"),
+            hc_mult=number("hyper_connection.count"),
+            nextn_layers=nextn,
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"{path.name} is not a usable GGUF model file: {exc}") from None
+    mtp = mtp_prefixes(fields, arch)
+    loaded = [t for t in tensors if not t.name.startswith(mtp)]
     by_type: dict[str, int] = {}
-    for tensor in tensors:
+    for tensor in loaded:
         by_type[tensor.tensor_type.name] = by_type.get(tensor.tensor_type.name, 0) + int(
             tensor.n_bytes
         )
     return ModelLayout(
         architecture=architecture,
         weight_bytes=sum(by_type.values()),
-        expert_bytes=sum(int(t.n_bytes) for t in tensors if "_exps." in t.name),
+        expert_bytes=sum(int(t.n_bytes) for t in loaded if "_exps." in t.name),
         tensor_types=by_type,
     )
 
@@ -170,8 +216,11 @@ def gguf_bytes_read_per_token(gguf_path: Path) -> int:
     experts = fields.get(f"{architecture}.expert_count")
     experts_used = fields.get(f"{architecture}.expert_used_count")
     names = {tensor.name for tensor in tensors}
+    mtp = mtp_prefixes(fields, architecture)
     total = 0
     for tensor in tensors:
+        if tensor.name.startswith(mtp):
+            continue
         size = int(tensor.n_bytes)
         if tensor.name == TOKEN_EMBEDDING and OUTPUT in names:
             size //= int(tensor.n_elements) // int(tensor.shape[0])  # one row of the table

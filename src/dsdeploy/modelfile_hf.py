@@ -8,18 +8,43 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from dsdeploy.errors import StoreError
+from dsdeploy.errors import StoreError, UnsizedArchitecture
 from dsdeploy.model.architecture import Architecture
 from dsdeploy.modelfile import ModelLayout
 
 EXPERT_MARK = ".mlp.experts."
 """Routed-expert tensors in DeepSeek checkpoints (shared experts are ``shared_experts``)."""
+SPARSE_MODEL_TYPES = {"deepseek_v32", "deepseek_v4"}
+UNSIZED_KEYS = (
+    "index_n_heads",
+    "compress_ratios",
+    "compress_rates",
+    "hc_mult",
+    "layers_block_type",
+)
+"""config.json keys of cache layouts the planner models only for the types above."""
+V4_LAYER_RATIOS = {"sliding_attention": 0}
+"""transformers writes V4's per-layer ratios as ``layer_types`` + ``compress_rates``."""
 
 
-def architecture_from_config(config: dict[str, Any]) -> Architecture:
-    """config.json keys to the planner's numbers; absent MLA/MoE keys mean none."""
+def compress_ratios(config: dict[str, Any]) -> tuple[int, ...]:
+    """DeepSeek-V4's per-layer ratios from the original ``compress_ratios`` list or from
+    the ``layer_types`` and ``compress_rates`` transformers saves instead."""
+    if "compress_ratios" in config:
+        return tuple(int(r) for r in config["compress_ratios"])
+    rates = V4_LAYER_RATIOS | dict(config.get("compress_rates") or {})
+    return tuple(int(rates[kind]) for kind in config.get("layer_types") or ())
+
+
+def architecture_from_config(config: dict[str, Any], name: str = "config.json") -> Architecture:
+    """config.json keys to the planner's numbers; absent MLA/MoE/indexer keys mean none."""
+    model_type = str(config.get("model_type", ""))
+    marks = [key for key in UNSIZED_KEYS if key in config]
+    if marks and model_type not in SPARSE_MODEL_TYPES:
+        raise UnsizedArchitecture(name, model_type or "unnamed", marks)
     heads = int(config["num_attention_heads"])
     hidden = int(config["hidden_size"])
+    ratios = compress_ratios(config) if model_type == "deepseek_v4" else ()
 
     def number(key: str) -> int:
         return int(config.get(key) or 0)
@@ -30,7 +55,7 @@ def architecture_from_config(config: dict[str, Any]) -> Architecture:
         n_heads=heads,
         n_kv_heads=int(config.get("num_key_value_heads") or heads),
         head_dim=int(config.get("head_dim") or hidden // heads),
-        intermediate=int(config["intermediate_size"]),
+        intermediate=int(config.get("intermediate_size") or config["moe_intermediate_size"]),
         vocab=int(config["vocab_size"]),
         max_positions=int(config["max_position_embeddings"]),
         kv_lora_rank=number("kv_lora_rank"),
@@ -44,6 +69,15 @@ def architecture_from_config(config: dict[str, Any]) -> Architecture:
         moe_intermediate=number("moe_intermediate_size"),
         first_k_dense_replace=number("first_k_dense_replace"),
         tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        index_n_heads=number("index_n_heads"),
+        index_head_dim=number("index_head_dim"),
+        index_topk=number("index_topk"),
+        sliding_window=number("sliding_window") if ratios else 0,
+        compress_ratios=ratios,
+        o_groups=number("o_groups"),
+        o_lora_rank=number("o_lora_rank"),
+        hc_mult=number("hc_mult"),
+        nextn_layers=number("num_nextn_predict_layers"),
     )
 
 
@@ -60,7 +94,7 @@ def read_hf_layout(folder: Path) -> ModelLayout:
     """Shape from config.json, bytes from every safetensors file the folder holds."""
     try:
         config = json.loads((folder / "config.json").read_text())
-        architecture = architecture_from_config(config)
+        architecture = architecture_from_config(config, str(folder))
     except (OSError, KeyError, ValueError) as exc:
         raise StoreError(f"{folder} has no usable config.json: {exc}") from None
     files = sorted(folder.glob("*.safetensors"))

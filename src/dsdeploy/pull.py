@@ -76,6 +76,12 @@ def name_for(spec: str, quant: str | None) -> str:
 
 def catalog_quant(entry: CatalogEntry, quant: str, name: str | None) -> SourceTarget:
     """One published quantization of a catalog model, stored as ``<model>-<quant>``."""
+    if entry.format != "gguf":
+        raise SourceError(
+            f"{entry.name} has no published GGUF that this llama.cpp loads; pull it without "
+            f"--quant to fetch its checkpoint ({entry.source}) and convert that with llama.cpp's "
+            "convert_hf_to_gguf.py"
+        )
     known = {q.upper(): q for q in entry.quants}
     chosen = known.get(quant.upper())
     if chosen is None:
@@ -97,7 +103,7 @@ def target(model: str, name: str | None, quant: str | None) -> PullTarget:
     under ``name`` (derived from it if not given)."""
     if is_source_spec(model):
         return SourceTarget(check_model_name(name) if name else name_for(model, quant), model)
-    entry = catalog.get(check_model_name(model))
+    entry = catalog.get(check_model_name(model.lower()))
     if quant is not None:
         return catalog_quant(entry, quant, name)
     if name:

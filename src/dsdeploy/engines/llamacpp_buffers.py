@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 MIB = 2**20
 BUFFER_LINE = re.compile(
-    r"(?P<where>load_tensors|llama_context|llama_kv_cache|sched_reserve):\s+(?P<device>\S+)\s+"
-    r"(?P<kind>model|output|KV|compute) buffer size =\s+(?P<mib>[\d.]+) MiB"
+    r"(?P<where>load_tensors|llama_context|llama_kv_cache|llama_dsv4_comp_state|sched_reserve):"
+    r"\s+(?P<device>\S+)\s+(?P<kind>model|output|KV|compute|DSV4 \w+ state) buffer size ="
+    r"\s+(?P<mib>[\d.]+) MiB"
 )
+"""DeepSeek-V4's compressor state is part of its cache, so its lines count as KV."""
 KV_LINE = re.compile(
     r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(?P<cells>\d+) cells.*K \((?P<k_type>\w+)\):\s+"
     r"(?P<k_mib>[\d.]+) MiB, V \((?P<v_type>\w+)\):\s+(?P<v_mib>[\d.]+) MiB"
@@ -42,8 +44,9 @@ def parse_buffers(log: str) -> ReportedBuffers:
     sizes = {"model": 0.0, "KV": 0.0, "compute": 0.0, "output": 0.0}
     seen: set[str] = set()
     for match in BUFFER_LINE.finditer(log):
-        sizes[match["kind"]] += float(match["mib"])
-        seen.add(match["kind"])
+        kind = "KV" if match["kind"].startswith("DSV4") else match["kind"]
+        sizes[kind] += float(match["mib"])
+        seen.add(kind)
     kv = KV_LINE.search(log)
     if kv is None or not {"model", "compute"} <= seen:
         raise ValueError("the log has no complete set of llama.cpp buffer lines (is it -lv 4?)")

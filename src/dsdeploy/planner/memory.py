@@ -2,32 +2,36 @@
 numbers out, no I/O, so each can be checked against what the engine itself reports.
 
 The formulas follow llama.cpp 0.3.36's own code, not a curve fit:
-- KV cache: ``src/llama-kv-cache.cpp`` (one K and one V tensor per layer, ``n_embd_k_gqa`` ×
-  cells × streams; MLA keeps only the compressed latent plus the RoPE part, K-only) and
-  ``src/llama-context.cpp`` (n_ctx padded to 256; without a unified cache every slot is a
-  stream of ``pad256(n_ctx / slots)`` cells).
+- KV cache: ``kv_layout`` (plain, MLA, DeepSeek sparse attention, DeepSeek-V4).
 - Compute buffer: ``llama_context::sched_reserve`` reserves the prompt graph at
   ``n_ubatch`` tokens with one output per slot; ggml's allocator frees each tensor after its
   last use, so the buffer is the largest of: the graph inputs (the attention mask lives
   until the last layer) plus the wider of one attention and one feed-forward block, or the
   output head.
+  DeepSeek sparse attention adds the lightning indexer's mask, scores and top-k
+  (``src/models/deepseek32.cpp``, ``llm_graph_context::build_attn`` with ``top_k``); for
+  DeepSeek-V4 the block shapes come from ``src/models/deepseek4.cpp`` and are not yet
+  checked against a run.
 - Output buffer: ``llama_context::output_reserve``, n_vocab floats per slot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from dsdeploy.model.architecture import Architecture
+from dsdeploy.planner.kv_layout import (
+    CSA_RATIO,
+    DEFAULT_UBATCH,
+    F32,
+    KV_PAD,
+    dsv4_compressed_cells,
+    dsv4_window_cells,
+    kv_cache_bytes,
+    kv_cells_per_slot,
+    pad,
+)
 
 MIB = 2**20
 GIB = 2**30
-F32 = 4
-KV_PAD = 256
-"""llama.cpp pads n_ctx and each stream's cells to 256."""
-DEFAULT_UBATCH = 512
 KV_TYPES = ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
 RUNTIME_BASE_BYTES = 18 * MIB
 RUNTIME_BYTES_PER_VOCAB_TOKEN = 330
@@ -39,75 +43,20 @@ CUDA_CONTEXT_BYTES = 512 * MIB
 300–500 MiB commonly reported, rounded up so the plan errs toward fitting."""
 
 
-def pad(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def row_bytes(type_name: str, n: int) -> int:
-    """Bytes of ``n`` values stored as ggml ``type_name`` (q8_0: 34 bytes per 32 values)."""
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]]
-    return pad(n, block) // block * size
-
-
 def weights_bytes(params: int, bits_per_weight: float) -> int:
     """Weights without a file to read: parameters × the quant's effective bits per weight."""
     return int(params * bits_per_weight / 8)
 
 
-def kv_cells_per_slot(ctx_total: int, slots: int, *, unified: bool = False) -> int:
-    """Cells one slot (stream) holds; dsdeploy passes ``--no-kv-unified``."""
-    n_ctx = pad(ctx_total, KV_PAD)
-    return n_ctx if unified else pad(n_ctx // slots, KV_PAD)
-
-
-@dataclass(frozen=True)
-class KvBytes:
-    k: int
-    v: int
-
-    @property
-    def total(self) -> int:
-        return self.k + self.v
-
-
-def kv_row_widths(arch: Architecture) -> tuple[int, int]:
-    """Values per token per layer in K and V. MLA stores the latent and the RoPE key in K
-    and nothing in V (V is read back out of the latent)."""
-    if arch.is_mla:
-        return arch.kv_lora_rank + arch.qk_rope_head_dim, 0
-    width = arch.n_kv_heads * arch.head_dim
-    return width, width
-
-
-def kv_cache_bytes(
-    arch: Architecture,
-    ctx_total: int,
-    slots: int,
-    k_type: str = "f16",
-    v_type: str = "f16",
-    *,
-    layers: int | None = None,
-    unified: bool = False,
-) -> KvBytes:
-    """llama.cpp's KV cache for ``layers`` layers (all by default)."""
-    cells = kv_cells_per_slot(ctx_total, slots, unified=unified) * (1 if unified else slots)
-    k_width, v_width = kv_row_widths(arch)
-    n = arch.n_layers if layers is None else layers
-    return KvBytes(
-        k=n * cells * row_bytes(k_type, k_width),
-        v=n * cells * row_bytes(v_type, v_width) if v_width else 0,
-    )
-
-
-def kv_bytes_per_token(arch: Architecture, dtype_bytes: float = 2) -> float:
-    """Bytes one token of context takes in every layer (vLLM's block pool, llama.cpp f16)."""
-    k_width, v_width = kv_row_widths(arch)
-    return arch.n_layers * (k_width + v_width) * dtype_bytes
-
-
 def attention_phase_floats(arch: Architecture) -> int:
     """f32 activations per token alive inside one attention block: residual, norm, Q, K, V
-    and the attention output (MLA adds the absorbed query and the latent output)."""
+    and the attention output (MLA adds the absorbed query and the latent output; V4 keeps
+    ``hc_mult`` residual streams, a query before and after RoPE, and a grouped output)."""
+    if arch.is_dsv4:
+        q = arch.n_heads * arch.head_dim
+        streams = 2 * arch.hc_mult * arch.hidden
+        low_rank = arch.q_lora_rank + arch.o_groups * arch.o_lora_rank
+        return streams + arch.hidden + low_rank + 3 * q + arch.head_dim
     if arch.is_mla:
         latent = arch.kv_lora_rank + arch.qk_rope_head_dim
         q = arch.n_heads * (arch.qk_nope_head_dim + arch.qk_rope_head_dim)
@@ -133,8 +82,35 @@ def ffn_phase_floats(arch: Architecture) -> int:
     k = arch.experts_per_token
     shared = 3 * arch.n_shared_experts * arch.moe_intermediate
     moe = 3 * arch.hidden + 3 * k * arch.moe_intermediate + k * arch.hidden + shared
-    moe += 2 * arch.n_routed_experts
+    moe += 2 * arch.n_routed_experts + 2 * arch.hc_mult * arch.hidden
     return max(moe, dense if arch.first_k_dense_replace else 0)
+
+
+def indexer_phase_bytes(arch: Architecture, n_kv: int, tokens: int, mask_bytes: int) -> int:
+    """The lightning indexer inside one attention block (fused scoring): its queries before
+    and after the Hadamard rotation and per-head weights, then the larger of two steps that
+    do not overlap: one f32 score per cell and token with the top-k indices drawn from them,
+    or the attention mask rebuilt from those indices (filled with -inf, the chosen cells
+    unmasked, the causal mask added)."""
+    if not arch.has_indexer:
+        return 0
+    queries = tokens * (2 * arch.index_n_heads * arch.index_head_dim + arch.index_n_heads) * F32
+    top_k = tokens * min(arch.index_topk, n_kv) * F32
+    scoring = n_kv * tokens * F32 + 2 * top_k
+    masking = 2 * n_kv * tokens * mask_bytes + top_k
+    return queries + max(scoring, masking)
+
+
+def attended_cells(
+    arch: Architecture, ctx_total: int, slots: int, unified: bool
+) -> tuple[int, int]:
+    """Cells one slot's attention and its indexer look at: the whole stream; for V4 the
+    raw-token window plus the 4× compressed rows (which the indexer scores)."""
+    cells = kv_cells_per_slot(ctx_total, slots, unified=unified)
+    if not arch.is_dsv4:
+        return cells, cells
+    compressed = dsv4_compressed_cells(cells, CSA_RATIO)
+    return dsv4_window_cells(arch, cells) + compressed, compressed
 
 
 def compute_buffer_bytes(
@@ -151,11 +127,15 @@ def compute_buffer_bytes(
     ``n_outputs`` logit rows (llama-server: one per slot; a context that keeps every logit:
     ``n_ubatch``). Without flash attention the f32 KQ scores of one layer dominate."""
     tokens = min(pad(ctx_total, KV_PAD), n_ubatch)
-    n_kv = kv_cells_per_slot(ctx_total, slots, unified=unified)
+    n_kv, n_indexed = attended_cells(arch, ctx_total, slots, unified)
     outputs = min(tokens, slots if n_outputs is None else n_outputs)
-    mask = n_kv * tokens * (2 if flash_attention else F32)
-    inputs = mask + tokens * arch.hidden * F32
+    mask_bytes = 2 if flash_attention else F32
+    mask = n_kv * tokens * mask_bytes
+    if arch.has_indexer:  # the indexer's own mask, f16 for fused scoring
+        mask += n_indexed * tokens * 2
+    inputs = mask + tokens * arch.hidden * max(1, arch.hc_mult) * F32
     attention = tokens * attention_phase_floats(arch) * F32
+    attention += indexer_phase_bytes(arch, n_indexed, tokens, mask_bytes)
     if not flash_attention:
         attention += n_kv * tokens * arch.n_heads * F32
     ffn = tokens * ffn_phase_floats(arch) * F32

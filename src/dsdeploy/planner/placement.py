@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from dsdeploy.model.architecture import Architecture
 from dsdeploy.planner import memory
+from dsdeploy.planner.kv_layout import kv_cache_bytes
 from dsdeploy.planner.quants import Quant
 
 RAM_RESERVE = memory.GIB
@@ -38,6 +39,8 @@ class LlamaLayout:
     gpu_layers: int
     cpu_moe_layers: int
     breakdown: dict[str, int]
+    kv_parts: dict[str, int]
+    """The KV cache by part (keys, values, indexer keys, compressed keys, compressor state)."""
 
 
 def llama_layout(
@@ -53,7 +56,8 @@ def llama_layout(
     layer by layer (``--n-cpu-moe``), else whole layers to RAM."""
     total_ctx = ctx * slots
     weights = memory.weights_bytes(params, quant.bits_per_weight)
-    kv = memory.kv_cache_bytes(arch, total_ctx, slots, kv_type, kv_type).total
+    cache = kv_cache_bytes(arch, total_ctx, slots, kv_type, kv_type)
+    kv = cache.total
     compute = memory.compute_buffer_bytes(arch, total_ctx, slots, flash_attention=True)
     output = memory.output_buffer_bytes(arch, slots)
     runtime = memory.llamacpp_runtime_bytes(arch.vocab)
@@ -64,45 +68,29 @@ def llama_layout(
         "output": output,
         "runtime": runtime,
     }
+
+    def place(gpu: int, ram: int, gpu_layers: int, cpu_moe: int = 0) -> LlamaLayout:
+        return LlamaLayout(
+            quant, ctx, slots, kv_type, gpu, ram, gpu_layers, cpu_moe, breakdown, cache.parts()
+        )
+
     if not machine.gpu_count:
-        return LlamaLayout(quant, ctx, slots, kv_type, 0, sum(breakdown.values()), 0, 0, breakdown)
+        return place(0, sum(breakdown.values()), 0)
     vram = machine.gpu_count * (machine.gpu_memory - memory.CUDA_CONTEXT_BYTES)
     on_gpu = weights + kv + compute
     if on_gpu <= vram:
-        return LlamaLayout(
-            quant, ctx, slots, kv_type, on_gpu, output + runtime, arch.n_layers, 0, breakdown
-        )
+        return place(on_gpu, output + runtime, arch.n_layers)
     if arch.is_moe:
         expert_layer = memory.weights_bytes(
             arch.n_routed_experts * arch.expert_params, quant.bits_per_weight
         )
         cpu_moe = min(arch.n_moe_layers, math.ceil((on_gpu - vram) / expert_layer))
         moved = cpu_moe * expert_layer
-        return LlamaLayout(
-            quant,
-            ctx,
-            slots,
-            kv_type,
-            on_gpu - moved,
-            output + runtime + moved,
-            arch.n_layers,
-            cpu_moe,
-            breakdown,
-        )
+        return place(on_gpu - moved, output + runtime + moved, arch.n_layers, cpu_moe)
     per_layer = (weights + kv) / arch.n_layers
     gpu_layers = max(0, int((vram - compute) // per_layer))
     moved = int((arch.n_layers - gpu_layers) * per_layer)
-    return LlamaLayout(
-        quant,
-        ctx,
-        slots,
-        kv_type,
-        on_gpu - moved,
-        output + runtime + moved,
-        gpu_layers,
-        0,
-        breakdown,
-    )
+    return place(on_gpu - moved, output + runtime + moved, gpu_layers)
 
 
 def fits(layout: LlamaLayout, machine: Machine) -> bool:

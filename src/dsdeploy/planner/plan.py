@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from dsdeploy.catalog import CatalogEntry
 from dsdeploy.planner import memory
+from dsdeploy.planner.kv_layout import kv_bytes_per_token
+from dsdeploy.planner.kv_notes import kv_story
 from dsdeploy.planner.placement import (
     RAM_RESERVE,
     LlamaLayout,
@@ -20,7 +22,13 @@ from dsdeploy.planner.placement import (
     fits,
     llama_layout,
 )
-from dsdeploy.planner.quants import GGUF_QUANTS, VLLM_FORMATS, Quant, gguf_quant
+from dsdeploy.planner.quants import (
+    GGUF_QUANTS,
+    VLLM_FORMATS,
+    Quant,
+    gguf_quant,
+    released_fp4_fp8,
+)
 
 VLLM_MEMORY_UTILIZATION = 0.9
 VLLM_ACTIVATION_BYTES = 2 * memory.GIB
@@ -65,6 +73,8 @@ class Plan:
     """The llama.cpp launch chosen (None for vLLM)."""
     vllm: VllmLayout | None = None
     """The vLLM launch chosen (None for llama.cpp)."""
+    kv_parts: dict[str, int] = field(default_factory=dict)
+    """llama.cpp's KV cache by part, when it has more than keys and values."""
 
 
 def candidate_quants(entry: CatalogEntry) -> list[Quant]:
@@ -78,7 +88,7 @@ def search_llama(entry: CatalogEntry, machine: Machine, ask: Asked) -> list[Llam
     assert arch is not None
     contexts = [min(c, arch.max_positions) for c in ((ask.ctx,) if ask.ctx else ask.contexts)]
     return [
-        llama_layout(arch, entry.total_params, quant, c, slots, kv, machine)
+        llama_layout(arch, entry.loaded_params, quant, c, slots, kv, machine)
         for quant in (ask.quants or candidate_quants(entry))
         for slots in ((ask.slots,) if ask.slots else SLOT_CHOICES)
         for c in dict.fromkeys(contexts)
@@ -111,9 +121,11 @@ def vllm_plan(
     pool = machine.gpu_count * (
         machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
     )
+    if entry.release_format == "FP4+FP8" and formats == VLLM_FORMATS:
+        formats = (released_fp4_fp8(arch),)  # as published, the only format it comes in
     for fmt in formats:
-        left = pool - memory.weights_bytes(entry.total_params, fmt.bits_per_weight)
-        tokens = int(left // memory.kv_bytes_per_token(arch))
+        left = pool - memory.weights_bytes(entry.loaded_params, fmt.bits_per_weight)
+        tokens = int(left // kv_bytes_per_token(arch))
         if tokens >= 4 * USEFUL_CONTEXT:
             return fmt, tokens
     return None
@@ -156,7 +168,7 @@ def scale_out(entry: CatalogEntry, machine: Machine) -> str:
     """What would run it: nodes of this GPU under vLLM, or RAM for experts on CPU."""
     ways = [vllm_fp8_nodes(entry, machine)] if machine.gpu_count else []
     smallest = min(candidate_quants(entry), key=lambda q: q.bits_per_weight)
-    ram = memory.weights_bytes(entry.total_params, smallest.bits_per_weight)
+    ram = memory.weights_bytes(entry.loaded_params, smallest.bits_per_weight)
     ways.append(
         f"llama.cpp {smallest.name} with experts in RAM: about {gib(ram + RAM_RESERVE)} of RAM"
         + (" plus the GPUs for attention and KV" if machine.gpu_count else "")
@@ -168,8 +180,8 @@ def vllm_fp8_nodes(entry: CatalogEntry, machine: Machine) -> str:
     """Nodes of this machine's GPUs that hold FP8 weights and 4 × 8192 tokens of KV."""
     arch = entry.architecture
     assert arch is not None
-    fp8 = memory.weights_bytes(entry.total_params, 8)
-    need = fp8 + 4 * USEFUL_CONTEXT * memory.kv_bytes_per_token(arch)
+    fp8 = memory.weights_bytes(entry.loaded_params, 8)
+    need = fp8 + 4 * USEFUL_CONTEXT * kv_bytes_per_token(arch)
     per_node = machine.gpu_count * (
         machine.gpu_memory * VLLM_MEMORY_UTILIZATION - VLLM_ACTIVATION_BYTES
     )
@@ -188,8 +200,8 @@ def vllm_choices(entry: CatalogEntry, machine: Machine, fmt: Quant, tokens: int)
     arch = entry.architecture
     assert arch is not None
     ctx = min(arch.max_positions, max(USEFUL_CONTEXT, tokens // 16))
-    weights = memory.weights_bytes(entry.total_params, fmt.bits_per_weight)
-    plan = Plan(entry.name, "vllm", True)
+    weights = memory.weights_bytes(entry.loaded_params, fmt.bits_per_weight)
+    plan = Plan(entry.name, "vllm", True, notes=list(entry.notes))
     plan.choices = [
         Choice(
             "engine",
@@ -209,7 +221,7 @@ def vllm_choices(entry: CatalogEntry, machine: Machine, fmt: Quant, tokens: int)
     plan.memory = {
         "weights": weights,
         "kv_pool_tokens": tokens,
-        "kv_bytes_per_token": int(memory.kv_bytes_per_token(arch)),
+        "kv_bytes_per_token": int(kv_bytes_per_token(arch)),
     }
     plan.decode_tokens_per_s_bound = decode_bound(entry, fmt, machine, 1.0)
     plan.vllm = VllmLayout(fmt, ctx, tokens)
@@ -227,7 +239,7 @@ def llama_choices(
     arch = entry.architecture
     assert arch is not None
     quant = layout.quant
-    plan = Plan(entry.name, "llama.cpp", fits)
+    plan = Plan(entry.name, "llama.cpp", fits, notes=list(entry.notes))
     where = f"{machine.gpu_count} × {machine.gpu_name} + RAM" if machine.gpu_count else "CPU"
     plan.choices = [
         Choice(
@@ -291,6 +303,9 @@ def llama_choices(
     gpu_share = active_gpu_share(arch, layout) if machine.gpu_count else 0.0
     plan.decode_tokens_per_s_bound = decode_bound(entry, quant, machine, gpu_share)
     plan.llama = layout
+    if set(layout.kv_parts) - {"k", "v"}:
+        plan.kv_parts = layout.kv_parts
+        plan.notes.append(kv_story(arch, layout.kv_parts))
     faster = gguf_quant(SPEED_QUANT)
     if quant.bits_per_weight > faster.bits_per_weight * 1.2 and faster.name in entry.quants:
         bound = decode_bound(entry, faster, machine, gpu_share)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dsdeploy.model.architecture import Architecture
+
 LLAMA3_8B_PARAMS = 8.03e9
+MXFP4_BITS = 4.25
+"""FP4 values with one 8-bit scale per 32 (what DeepSeek-V4's experts ship as)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,14 @@ VLLM_FORMATS = (
     Quant("FP8", 8.0, 8, "native for DeepSeek-V3/R1; near-lossless elsewhere"),
     Quant("AWQ-INT4", 4.25, 4, "about +1-2% perplexity; group-128 scales"),
 )
+
+
+def released_fp4_fp8(arch: Architecture) -> Quant:
+    """DeepSeek-V4 as released, which vLLM serves as it is: routed experts FP4, the rest FP8
+    (block scales of 128×128 values are negligible). BF16 weights were never published."""
+    experts = arch.routed_expert_params
+    bits = (experts * MXFP4_BITS + (arch.total_params - experts) * 8) / arch.total_params
+    return Quant("FP4+FP8", bits, 8, "the weights as released: routed experts FP4, the rest FP8")
 
 
 def gguf_quant(name: str) -> Quant:

@@ -21,7 +21,7 @@ def entry_for_layout(name: str, description: str, layout: ModelLayout) -> Catalo
         description=description,
         provenance="",
         architecture=arch,
-        total_params=arch.total_params,
+        total_params=arch.checkpoint_params,  # as a catalog states it: MTP layers included
         active_params=arch.active_params,
     )
 
