@@ -12,6 +12,7 @@ from dsdeploy.engines.base import Engine, MemoryWeights
 from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.model.file_checks import ModelChecks
+from dsdeploy.model.thinking import Thinking
 from dsdeploy.planner.launch_plan import LaunchPlan
 
 
@@ -27,6 +28,8 @@ class ModelLaunch:
     embedding_model: bool = False
     weights: MemoryWeights | None = None
     """Decrypted weights in memory, which the engine reads instead of ``model_path``."""
+    thinking: Thinking | None = None
+    """How a reasoning model's chat template starts its thinking; None for other models."""
 
 
 def llamacpp(launch: ModelLaunch) -> Engine:
@@ -37,6 +40,7 @@ def llamacpp(launch: ModelLaunch) -> Engine:
         launch.plan,
         launch.embedding_model,
         launch.weights,
+        launch.thinking,
     )
 
 
