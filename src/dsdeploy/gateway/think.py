@@ -19,11 +19,10 @@ CLOSE = "</think>"
 
 
 def partial_tag(text: str, tag: str) -> int:
-    """Length of the longest end of ``text`` that is a proper beginning of ``tag``."""
-    for size in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:size]):
-            return size
-    return 0
+    """Length of the longest end of ``text`` that is a proper beginning of ``tag``. A tag
+    has one ``<``, its first character, so only the last ``<`` near the end can start one."""
+    at = text.rfind("<", max(0, len(text) - len(tag) + 1))
+    return len(text) - at if at >= 0 and tag.startswith(text[at:]) else 0
 
 
 class ThinkSplitter:
