@@ -110,3 +110,9 @@ def test_metrics_cost_quick_mode_times_the_hook_and_the_usage_read(isolated_home
     result = run_quick("metrics_cost.py", isolated_home)
     assert 0 < result["hook_us_per_request"] < 10_000  # type: ignore[operator]
     assert result["read_usage_us_per_stream"] < result["parse_all_8kib_us_per_stream"]  # type: ignore[operator]
+
+
+def test_reasoning_cost_quick_mode_times_the_hook_per_token(isolated_home: Path) -> None:
+    result = run_quick("reasoning_cost.py", isolated_home)
+    for name in ("no_op_hook", "split_both", "rename_both", "rename_same_field"):
+        assert 0 < result[f"{name}_us_per_token"] < 10_000  # type: ignore[operator]

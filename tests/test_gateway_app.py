@@ -210,8 +210,17 @@ def test_only_hooks_that_read_events_make_the_relay_parse_them() -> None:
         async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
             return event
 
-    hooks = Hooks([Audit()])
-    assert hooks and not hooks.read_events
+    class Declining(Hook):
+        def reads_events_of(self, ctx: RequestContext) -> bool:
+            return ctx.route == "chat.completions"
+
+        async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
+            return event
+
+    ctx = RequestContext(route="completions")
+    hooks = Hooks([Audit(), Declining()])
+    assert hooks and not hooks.event_readers(ctx) and not hooks.answer_readers(ctx)
     hooks.add(Reasoning())
-    assert hooks.read_events
+    assert [type(hook) for hook in hooks.event_readers(ctx)] == [Reasoning]
+    assert not hooks.answer_readers(ctx)  # it reads streams only
     assert not Hooks()

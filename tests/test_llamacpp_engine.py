@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from dsdeploy.engines import llamacpp_install, llamacpp_locate
+from dsdeploy.engines.base import ReasoningOutput
 from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.errors import EngineBuildFailed, EngineNotInstalled
 from dsdeploy.planner.launch import plan_serving
@@ -180,3 +181,17 @@ def test_failed_build_step_names_its_log_and_shows_the_end(tmp_path: Path) -> No
 def test_start_failures_are_explained_from_the_engine_log(log_line: str, advice: str) -> None:
     engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(1, 512, 1))
     assert advice in engine.explain_failure(["loading", log_line])
+
+
+def test_a_reasoning_model_is_parsed_by_the_engine_into_reasoning_content() -> None:
+    engine = LlamaCppEngine(
+        Path("/bin/ls"), Path("/m.gguf"), "r1", LaunchPlan(1, 512, 1), thinking="always"
+    )
+    assert flag(engine.argv(Path("e.sock")), "--reasoning-format") == "deepseek"
+    assert engine.capabilities.reasoning == ReasoningOutput("always", "reasoning_content")
+
+
+def test_other_models_are_not_told_about_reasoning() -> None:
+    engine = LlamaCppEngine(Path("/bin/ls"), Path("/m.gguf"), "m", LaunchPlan(1, 512, 1))
+    assert "--reasoning-format" not in engine.argv(Path("e.sock"))
+    assert engine.capabilities.reasoning is None

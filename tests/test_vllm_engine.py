@@ -69,7 +69,9 @@ def test_single_gpu_7b_plan_becomes_one_gpu_bf16_serve_with_r1_reasoning() -> No
     for absent in ("--tool-call-parser", "--enable-auto-tool-choice", "--trust-remote-code"):
         assert absent not in given
     assert "--distributed-executor-backend" not in given
-    assert engine.capabilities.reasoning_parser == "deepseek_r1"
+    reasoning = engine.capabilities.reasoning
+    assert reasoning is not None and reasoning.field == "reasoning"  # vLLM's name
+    assert reasoning.thinking == "always"
     assert engine.capabilities.tool_parser is None
 
 

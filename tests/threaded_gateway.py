@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from dsdeploy.bench.launch import free_port
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.hooks import Hook
+from dsdeploy.gateway.reasoning import ReasoningField
 from dsdeploy.gateway.server import GatewayServer, uvicorn_config
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
@@ -37,12 +38,17 @@ class StubGateway:
     server: GatewayServer
 
 
-def stub_pool(folder: Path, models: Iterable[str], engine: StubEngine) -> EnginePool:
+def stub_pool(
+    folder: Path, models: Iterable[str], engine: StubEngine | Mapping[str, StubEngine]
+) -> EnginePool:
+    """``engine`` serves every model, or each model has its own."""
+
     def spec(name: str) -> ModelSpec:
         (folder / name).mkdir(parents=True, exist_ok=True)
+        own = engine[name] if isinstance(engine, Mapping) else engine
 
         def make() -> Supervisor:
-            return stub_supervisor(engine, folder / name)
+            return stub_supervisor(own, folder / name)
 
         return ModelSpec(name, make, 100 * MIB, slots=2)
 
@@ -55,14 +61,19 @@ def stub_gateway(
     folder: Path,
     models: Iterable[str] = ("stub",),
     *,
-    engine: StubEngine | None = None,
+    engine: StubEngine | Mapping[str, StubEngine] | None = None,
     metrics_token: str | None = None,
     hooks: Iterable[Hook] = (),
     nvml: Any = None,
     drain_timeout_s: float = 30,
+    reasoning_field: ReasoningField = "both",
+    pool: EnginePool | None = None,
 ) -> Iterator[StubGateway]:
-    settings = GatewaySettings(port=free_port(), drain_timeout_s=drain_timeout_s)
-    pool = stub_pool(folder, models, engine or StubEngine())
+    """The gateway in front of stub engines (or of ``pool``, real engines included)."""
+    settings = GatewaySettings(
+        port=free_port(), drain_timeout_s=drain_timeout_s, reasoning_field=reasoning_field
+    )
+    pool = pool or stub_pool(folder, models, engine or StubEngine())
     token = SecretStr(metrics_token) if metrics_token is not None else None
     app = create_app(pool, settings, hooks, AuthConfig(metrics_token=token), nvml=nvml)
     pool.add_listener(app.state.metrics)

@@ -1,21 +1,11 @@
-"""A model's chat template, rendered only inside Jinja's immutable sandbox.
-
-Chat templates are code that ships with downloaded weights. Rendering one in a plain Jinja
-environment lets it reach Python internals (``''.__class__.__mro__``…); the sandbox refuses
-attribute access to internals and, being immutable, any mutation of the objects passed in.
-"""
+"""A stored model's chat template, found in its files and shown on a sample conversation
+(rendered in the sandbox of ``model.chat_render``)."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import NoReturn
 
-from jinja2 import TemplateError
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from dsdeploy.errors import StoreError
+from dsdeploy.model.chat_render import default_template, render
 from dsdeploy.store import Manifest, Store
 
 SAMPLE_CONVERSATION = [
@@ -24,27 +14,6 @@ SAMPLE_CONVERSATION = [
     {"role": "assistant", "content": "4"},
     {"role": "user", "content": "And 3 + 3?"},
 ]
-
-
-def raise_exception(message: str) -> NoReturn:
-    """Templates call this (as in transformers) to reject a conversation they cannot format."""
-    raise TemplateError(message)
-
-
-def render(template: str, messages: list[dict[str, str]], bos: str = "", eos: str = "") -> str:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    try:
-        return env.from_string(template).render(
-            messages=messages, add_generation_prompt=True, bos_token=bos, eos_token=eos
-        )
-    except SecurityError as exc:
-        raise StoreError(
-            f"the chat template tried an unsafe operation and was stopped: {exc}"
-        ) from None
-    except TemplateError as exc:
-        raise StoreError(f"the chat template does not render: {exc}") from None
 
 
 def gguf_template(path: str) -> tuple[str, str, str] | None:
@@ -69,10 +38,8 @@ def checkpoint_template(store: Store, manifest: Manifest) -> tuple[str, str, str
     if config is None:
         return None
     data = json.loads(store.blob_path(config.sha256).read_bytes())
-    template = data.get("chat_template")
-    if isinstance(template, list):  # named templates: take the default one
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
-    if not isinstance(template, str):
+    template = default_template(data)
+    if template is None:
         return None
 
     def token(key: str) -> str:

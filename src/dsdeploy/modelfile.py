@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from dsdeploy.errors import StoreError, UnsizedArchitecture
 from dsdeploy.gguf_parts import part_name, split_part
 from dsdeploy.model.architecture import Architecture
+from dsdeploy.model.chat_render import default_template
+from dsdeploy.model.thinking import Thinking, template_thinking
 
 if TYPE_CHECKING:
     from gguf import GGUFReader
@@ -21,6 +23,9 @@ class ModelInfo(BaseModel):
     architecture: str
     context_length: int = Field(ge=1, description="Context the model was trained for, tokens.")
     embedding_model: bool = Field(description="True when the model pools to embeddings.")
+    thinking: Thinking | None = Field(
+        None, description="How its chat template starts a think block; None: it has none."
+    )
 
 
 def read_gguf_info(path: Path) -> ModelInfo:
@@ -34,10 +39,12 @@ def read_gguf_info(path: Path) -> ModelInfo:
         context = int(fields[f"{architecture}.context_length"].contents())
     except (KeyError, ValueError) as exc:
         raise StoreError(f"{path.name} is not a usable GGUF model file: {exc}") from None
+    template = fields.get("tokenizer.chat_template")
     return ModelInfo(
         architecture=architecture,
         context_length=context,
         embedding_model=f"{architecture}.pooling_type" in fields,
+        thinking=template_thinking(str(template.contents())) if template is not None else None,
     )
 
 
@@ -178,8 +185,9 @@ def read_gguf_layout(path: Path) -> ModelLayout:
     )
 
 
-def read_config_info(path: Path) -> ModelInfo:
-    """The same facts from a Hugging Face checkpoint's ``config.json``."""
+def read_config_info(path: Path, tokenizer_config: Path | None = None) -> ModelInfo:
+    """The same facts from a Hugging Face checkpoint's ``config.json`` (and the chat template
+    in its ``tokenizer_config.json``, if it has one)."""
     try:
         config = json.loads(path.read_bytes())
         architecture = str(config.get("model_type") or config["architectures"][0])
@@ -190,7 +198,19 @@ def read_config_info(path: Path) -> ModelInfo:
         architecture=architecture,
         context_length=context,
         embedding_model=not any(a.endswith("LM") for a in config.get("architectures", [])),
+        thinking=config_thinking(tokenizer_config),
     )
+
+
+def config_thinking(tokenizer_config: Path | None) -> Thinking | None:
+    if tokenizer_config is None:
+        return None
+    try:
+        data = json.loads(tokenizer_config.read_bytes())
+        template = default_template(data) if isinstance(data, dict) else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # a malformed config
+        return None
+    return template_thinking(template) if template is not None else None
 
 
 TOKEN_EMBEDDING = "token_embd.weight"

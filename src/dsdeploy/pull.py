@@ -129,7 +129,9 @@ def read_info(store: Store, files: list[StoredFile], fmt: str) -> ModelInfo:
     config = next((f for f in files if f.path == "config.json"), None)
     if config is None:
         raise StoreError("the checkpoint has no config.json, so its architecture is unknown")
-    return read_config_info(store.blob_path(config.sha256))
+    tokenizer = next((f for f in files if f.path == "tokenizer_config.json"), None)
+    tokenizer_path = store.blob_path(tokenizer.sha256) if tokenizer is not None else None
+    return read_config_info(store.blob_path(config.sha256), tokenizer_path)
 
 
 def check_files(store: Store, files: list[StoredFile], fmt: str, announce: Announce) -> None:

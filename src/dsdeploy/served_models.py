@@ -24,6 +24,7 @@ from dsdeploy.eval.quant_results import load_quant_eval
 from dsdeploy.gguf_parts import split_part
 from dsdeploy.hardware import Hardware
 from dsdeploy.model.file_checks import ModelChecks
+from dsdeploy.model.thinking import name_thinking
 from dsdeploy.planner.launch import plan_serving
 from dsdeploy.planner.machine import machine_for
 from dsdeploy.planner.measured import add_measured_quality
@@ -129,7 +130,12 @@ def model_spec(
     )
     planned = plan.llama.ram_bytes if plan.llama else manifest.weights_bytes
     model_launch = ModelLaunch(
-        installed.binary, weights, manifest.name, launch, manifest.info.embedding_model
+        installed.binary,
+        weights,
+        manifest.name,
+        launch,
+        manifest.info.embedding_model,
+        thinking=manifest.info.thinking or name_thinking(manifest.name),
     )
     make: Callable[[], Supervisor] = partial(
         engine_supervisor,

@@ -74,6 +74,12 @@ class GatewaySettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Gateway log level."
     )
+    reasoning_field: Literal["both", "reasoning_content", "reasoning"] = Field(
+        "both",
+        description="Field a reasoning model's thinking is answered in: reasoning_content "
+        "(DeepSeek's API, llama-server, SGLang), reasoning (vLLM since 2025-11), or both so "
+        "that every client finds its own.",
+    )
 
 
 class EngineSettings(BaseSettings):

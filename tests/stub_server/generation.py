@@ -115,15 +115,21 @@ def check_context(request: web.Request, prompt_tokens: int) -> int:
     return n_ctx
 
 
-def plan_reply(request: web.Request, prompt_tokens: int, max_tokens: object) -> Reply:
-    """The reply's length: ``max_tokens`` if given, within what the context leaves."""
+def plan_reply(
+    request: web.Request, prompt_tokens: int, max_tokens: object, natural: int | None = None
+) -> Reply:
+    """The reply's length: ``max_tokens`` if given, within what the context leaves; a
+    scripted reply (``natural`` tokens long) ends there as if by EOS."""
     n_ctx = check_context(request, prompt_tokens)
     wanted = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
-    tokens = min(wanted or DEFAULT_TOKENS, n_ctx - prompt_tokens)
+    default = natural or DEFAULT_TOKENS
+    tokens = min(wanted or default, n_ctx - prompt_tokens)
     eos_after = request.app[STUB].behaviour.eos_after
-    if eos_after is not None and eos_after < tokens:
+    if natural is not None:
+        eos_after = natural if eos_after is None else min(eos_after, natural)
+    if eos_after is not None and eos_after <= tokens:
         return Reply(prompt_tokens, eos_after, truncated=False)
-    return Reply(prompt_tokens, tokens, truncated=wanted is not None or tokens < DEFAULT_TOKENS)
+    return Reply(prompt_tokens, tokens, truncated=wanted is not None or tokens < default)
 
 
 async def generate(request: web.Request, reply: Reply) -> AsyncIterator[int]:

@@ -28,6 +28,8 @@ from tests.stub_server.generation import (
     token_text,
     words,
 )
+from tests.stub_server.script import Script
+from tests.stub_server.state import STUB
 
 Body = dict[str, Any]
 EMBEDDING_SIZE = 8
@@ -105,26 +107,35 @@ def usage(reply: Reply, choices: int) -> Body:
 async def complete(request: web.Request, flavour: Flavour) -> web.StreamResponse:
     body: Body = await request.json()
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    reply = plan_reply(request, flavour.prompt_tokens(body), limit)
+    script = Script.of(request.app[STUB].behaviour, body) if flavour is CHAT else None
+    natural = script.tokens if script is not None else None
+    reply = plan_reply(request, flavour.prompt_tokens(body), limit, natural)
     choices = int(body.get("n") or 1)
     head = {"id": new_id(flavour.id_prefix), "created": int(time.time())}
     head["model"] = body.get("model", "stub")
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await stream(request, flavour, head, reply, choices, include_usage)
+        return await stream(request, flavour, head, reply, choices, include_usage, script)
     text = await reply_text(request, reply)
+    answers = [flavour.choice(i, text, reply.finish_reason) for i in range(choices)]
+    if script is not None:
+        for answer in answers:
+            answer["message"] = {"role": "assistant", "content": ""} | script.message(
+                0, reply.tokens
+            )
     return web.json_response(
-        {
-            **head,
-            "object": flavour.object,
-            "choices": [flavour.choice(i, text, reply.finish_reason) for i in range(choices)],
-            "usage": usage(reply, choices),
-        }
+        {**head, "object": flavour.object, "choices": answers, "usage": usage(reply, choices)}
     )
 
 
 async def stream(
-    request: web.Request, flavour: Flavour, head: Body, reply: Reply, choices: int, with_usage: bool
+    request: web.Request,
+    flavour: Flavour,
+    head: Body,
+    reply: Reply,
+    choices: int,
+    with_usage: bool,
+    script: Script | None,
 ) -> web.StreamResponse:
     """One chunk per choice per token, then each choice's finish, usage if asked, [DONE]."""
     response = await open_stream(request)
@@ -134,7 +145,12 @@ async def stream(
             await send_event(response, {**chunk, "choices": [flavour.opening(i)]})
     async for index in generate(request, reply):
         for i in range(choices):
-            await send_event(response, {**chunk, "choices": [flavour.delta(i, piece(index), None)]})
+            delta = flavour.delta(i, piece(index), None)
+            if script is not None:
+                delta["delta"] = script.message(index, index + 1)
+                if not delta["delta"]:
+                    continue  # a token that was all tag: a parser has nothing to send
+            await send_event(response, {**chunk, "choices": [delta]})
     for i in range(choices):
         finish = flavour.delta(i, None, reply.finish_reason)
         await send_event(response, {**chunk, "choices": [finish]})

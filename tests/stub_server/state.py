@@ -38,6 +38,15 @@ class Behaviour:
     spawn_child: bool = field(
         default=False, metadata={"help": "start a child process in the stub's process group"}
     )
+    echo: bool = field(
+        default=False,
+        metadata={"help": "chat replies write the last message's text back, then end"},
+    )
+    piece_chars: int = field(default=4, metadata={"help": "characters per token of --echo"})
+    reasoning_field: str | None = field(
+        default=None,
+        metadata={"help": "cut <think>…</think> out of --echo into this field, as a parser"},
+    )
 
     def flags(self) -> list[str]:
         """The command-line options that give this behaviour (defaults left out)."""

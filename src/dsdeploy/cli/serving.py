@@ -69,6 +69,10 @@ def serve(
     audit_content: Annotated[
         str | None, typer.Option(help=describe("audit_content"), metavar="off|redacted")
     ] = None,
+    reasoning_field: Annotated[
+        str | None,
+        typer.Option(help=describe("reasoning_field"), metavar="both|reasoning_content|reasoning"),
+    ] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -107,6 +111,7 @@ def serve(
         weights_key_file=weights_key_file,
         audit=audit,
         audit_content=audit_content,
+        reasoning_field=reasoning_field,
     )
     try:
         run_server(settings, models or [], console)

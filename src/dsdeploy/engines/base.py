@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from dsdeploy.model.thinking import Thinking
+
 ENV_ALLOWLIST = (
     "PATH",
     "LANG",
@@ -43,6 +45,18 @@ def explain_from_log(fixes: tuple[tuple[tuple[str, ...], str], ...], log_tail: l
 
 
 @dataclass(frozen=True)
+class ReasoningOutput:
+    """How a reasoning model's thinking leaves its engine."""
+
+    thinking: Thinking = "always"
+    """How the model's chat template starts its thinking."""
+    field: str | None = None
+    """The message field the engine's own parser writes the thinking into
+    (llama-server: ``reasoning_content``; vLLM: ``reasoning``); None when the engine leaves
+    ``<think>…</think>`` in the content and the gateway cuts it out."""
+
+
+@dataclass(frozen=True)
 class EngineCapabilities:
     """What the gateway may route to an engine for a given model."""
 
@@ -59,7 +73,8 @@ class EngineCapabilities:
     """Largest ``n`` (choices per request) the engine answers."""
     metrics_path: str | None = None
     """Where the engine serves its own Prometheus metrics, read when /metrics is scraped."""
-    reasoning_parser: str | None = None
+    reasoning: ReasoningOutput | None = None
+    """Set for a reasoning model: where its thinking comes out (see ``gateway.reasoning``)."""
     tool_parser: str | None = None
 
 

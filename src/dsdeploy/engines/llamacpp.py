@@ -12,10 +12,12 @@ from dsdeploy.engines.base import (
     EngineFailure,
     LaunchSpec,
     MemoryWeights,
+    ReasoningOutput,
     allowlisted_environment,
     explain_from_log,
     inherited_path,
 )
+from dsdeploy.model.thinking import Thinking
 from dsdeploy.planner.launch_plan import LaunchPlan
 
 FAILURE_FIXES = (
@@ -72,6 +74,8 @@ class LlamaCppEngine:
     embedding_model: bool = False
     weights: MemoryWeights | None = None
     """Set for encrypted weights: the engine reads them from this memfd, not ``model_path``."""
+    thinking: Thinking | None = None
+    """Set for a reasoning model: llama-server's own parser then cuts out its thinking."""
     name: str = "llama.cpp"
     health_path: str = "/health"
     capabilities: EngineCapabilities = field(init=False)
@@ -87,6 +91,11 @@ class LlamaCppEngine:
             tokenize=True,
             max_choices=self.options.parallel if generates else 1,
             metrics_path="/metrics",
+            reasoning=(
+                ReasoningOutput(self.thinking, field="reasoning_content")
+                if self.thinking is not None and generates
+                else None
+            ),
         )
         object.__setattr__(self, "capabilities", capabilities)
 
@@ -136,6 +145,10 @@ class LlamaCppEngine:
             argv += ["--n-cpu-moe", str(launch.cpu_moe_layers)]
         if self.embedding_model:
             argv.append("--embeddings")
+        elif self.thinking is not None:
+            # The engine's own parser knows the template's think markers; pinned, not left to
+            # the build's default, so the gateway knows the field it writes.
+            argv += ["--reasoning-format", "deepseek"]
         return argv
 
     def explain_failure(self, log_tail: list[str]) -> str:

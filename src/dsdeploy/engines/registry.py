@@ -13,6 +13,7 @@ from dsdeploy.engines.llamacpp import LlamaCppEngine
 from dsdeploy.engines.vllm import VllmEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.model.file_checks import ModelChecks
+from dsdeploy.model.thinking import Thinking
 from dsdeploy.planner.launch_plan import LaunchPlan
 
 
@@ -33,6 +34,8 @@ class ModelLaunch:
     ``vllm serve``, or ``python -m …api_server --model``)."""
     cache_dir: Path | None = None
     """Where an engine keeps caches across starts (vLLM's compile cache)."""
+    thinking: Thinking | None = None
+    """How a reasoning model's chat template starts its thinking; None for other models."""
 
 
 def llamacpp(launch: ModelLaunch) -> Engine:
@@ -43,12 +46,15 @@ def llamacpp(launch: ModelLaunch) -> Engine:
         launch.plan,
         launch.embedding_model,
         launch.weights,
+        launch.thinking,
     )
 
 
 def vllm(launch: ModelLaunch) -> Engine:
     program = launch.program or (str(launch.binary), "serve")
-    return VllmEngine(program, launch.model_path, launch.alias, launch.plan, launch.cache_dir)
+    return VllmEngine(
+        program, launch.model_path, launch.alias, launch.plan, launch.cache_dir, launch.thinking
+    )
 
 
 BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {"llama.cpp": llamacpp, "vllm": vllm}

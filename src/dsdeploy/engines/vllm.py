@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsdeploy.engines.base import EngineCapabilities, EngineFailure, LaunchSpec
+from dsdeploy.engines.base import EngineCapabilities, EngineFailure, LaunchSpec, ReasoningOutput
 from dsdeploy.engines.vllm_env import vllm_environment
 from dsdeploy.engines.vllm_errors import explain_vllm_failure, translate_vllm_error
 from dsdeploy.errors import ConfigError
+from dsdeploy.model.thinking import Thinking, name_thinking
 from dsdeploy.planner.launch_plan import LaunchPlan
 
 PARSERS = (
@@ -59,16 +60,20 @@ class VllmEngine:
     cache_dir: Path | None = None
     """Where vLLM keeps its compile and Hugging Face caches across starts; None: a folder
     beside the socket, private to the run and gone when it stops."""
+    thinking: Thinking | None = None
+    """How the model's chat template starts its thinking (None: judged by its name)."""
     name: str = "vllm"
     health_path: str = "/health"
     capabilities: EngineCapabilities = field(init=False)
 
     def __post_init__(self) -> None:
         reasoning, tool = parsers_for(self.alias)
+        thinking = self.thinking or name_thinking(self.alias) or "always"
         capabilities = EngineCapabilities(
             max_choices=self.options.parallel,
             metrics_path="/metrics",
-            reasoning_parser=reasoning,
+            # vLLM's parser writes the thinking into ``reasoning``; the gateway renames it.
+            reasoning=ReasoningOutput(thinking, field="reasoning") if reasoning else None,
             tool_parser=tool,
         )
         object.__setattr__(self, "capabilities", capabilities)
@@ -111,7 +116,7 @@ class VllmEngine:
             argv += ["--gpu-memory-utilization", f"{plan.gpu_memory_utilization:g}"]
         if plan.pipeline_parallel > 1:
             argv += ["--distributed-executor-backend", "ray"]  # stages on other nodes
-        reasoning, tool = self.capabilities.reasoning_parser, self.capabilities.tool_parser
+        reasoning, tool = parsers_for(self.alias)
         if reasoning:
             argv += ["--reasoning-parser", reasoning]
         if tool:

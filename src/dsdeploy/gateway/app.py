@@ -22,6 +22,7 @@ from dsdeploy.gateway.network import NetworkGuard, NetworkPolicy
 from dsdeploy.gateway.openapi import DocumentedApp
 from dsdeploy.gateway.pipeline import RequestContextMiddleware
 from dsdeploy.gateway.proxy import EngineProxy
+from dsdeploy.gateway.reasoning import ReasoningHook
 from dsdeploy.gateway.routes_anthropic import PREFIX as ANTHROPIC_PREFIX
 from dsdeploy.gateway.routes_anthropic import anthropic_router
 from dsdeploy.gateway.routes_openai import openai_router
@@ -76,7 +77,8 @@ def create_app(
     app.state.drain = Drain(settings.drain_timeout_s)
     allowlist = [ModelAllowlist()] if auth.keys is not None else []
     audit_hooks = audit.hooks if audit else ()
-    app.state.hooks = Hooks([app.state.metrics, *allowlist, *hooks, *audit_hooks])
+    reasoning = ReasoningHook(settings.reasoning_field)
+    app.state.hooks = Hooks([app.state.metrics, *allowlist, reasoning, *hooks, *audit_hooks])
     # The last added runs first: context, network guard, CORS (a preflight carries no
     # key), auth, app.
     app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)

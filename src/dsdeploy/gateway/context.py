@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsdeploy.engines.base import EngineCapabilities
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -101,6 +103,10 @@ class RequestContext:
     """Why it was answered as it was, for the audit: ``allowed`` or the refusal's reason
     (``unauthenticated``, ``forbidden_ip``, ``rate_limited``, …)."""
     stream: bool = False
+    engine: EngineCapabilities | None = None
+    """What the leased engine does for this model, once it is leased."""
+    hook_state: dict[str, Any] = field(default_factory=dict)
+    """What a hook keeps about this request between its stages, under the hook's own key."""
     status: int | None = None
     """The HTTP status sent; 499 when the client left before the answer."""
     usage: Usage | None = None

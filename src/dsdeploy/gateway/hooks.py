@@ -8,10 +8,15 @@ request of the pipeline's routes, in registration order:
   rate limits) by raising ``ApiError``, so a refused client costs no body read.
 - ``before(ctx, body)`` once the body is checked and ``ctx.model`` is known, before an
   engine is leased: refuse by raising ``ApiError`` (per-model limits, allowlists). The body
-  is read-only: the engine receives the client's bytes unchanged.
+  is read-only here.
+- ``forward(ctx, body, raw)`` once the engine is leased (``ctx.engine`` known): the bytes
+  the engine receives, ``raw`` (the client's) unless the hook must change them.
 - ``on_event(ctx, event)`` for each server-sent event of a streamed answer; return the
-  event (changed or not) or None to drop it. Only a hook that overrides it makes the
-  gateway parse events; with none the stream is relayed as raw bytes.
+  event (changed or not) or None to drop it. Only a hook that overrides it, and whose
+  ``reads_events_of(ctx)`` says yes for this request, makes the gateway parse events; with
+  none the stream is relayed as raw bytes.
+- ``on_answer(ctx, answer)`` for a whole (not streamed) answer's decoded JSON, under the
+  same rule (``reads_events_of``); return it, changed or not.
 - ``after(ctx, usage)`` once the answer is over, whatever the outcome (``ctx.status``,
   ``ctx.timings``); when any hook is registered, ``usage`` is known for plain answers and
   for streams that report it (read from their ends, or from every event when some hook
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.datastructures import Headers
 
@@ -41,15 +47,30 @@ class Hook:
     async def before(self, ctx: RequestContext, body: ModelRequest) -> None:
         return None
 
+    async def forward(self, ctx: RequestContext, body: ModelRequest, raw: bytes) -> bytes:
+        return raw
+
+    def reads_events_of(self, ctx: RequestContext) -> bool:
+        """Whether this request's answer goes through ``on_event``/``on_answer``: decoding
+        costs CPU on every token, so a hook may say no for requests it leaves alone."""
+        return True
+
     async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
         return event
+
+    async def on_answer(self, ctx: RequestContext, answer: Any) -> Any:
+        return answer
 
     async def after(self, ctx: RequestContext, usage: Usage | None) -> None:
         return None
 
 
+def overrides(hook: Hook, stage: str) -> bool:
+    return getattr(type(hook), stage) is not getattr(Hook, stage)
+
+
 def reads_events(hook: Hook) -> bool:
-    return type(hook).on_event is not Hook.on_event
+    return overrides(hook, "on_event")
 
 
 class Hooks:
@@ -58,6 +79,8 @@ class Hooks:
     def __init__(self, hooks: Iterable[Hook] = ()) -> None:
         self._all: list[Hook] = []
         self._event_readers: list[Hook] = []
+        self._answer_readers: list[Hook] = []
+        self._forwarders: list[Hook] = []
         for hook in hooks:
             self.add(hook)
 
@@ -65,13 +88,13 @@ class Hooks:
         self._all.append(hook)
         if reads_events(hook):
             self._event_readers.append(hook)
+        if overrides(hook, "on_answer"):
+            self._answer_readers.append(hook)
+        if overrides(hook, "forward"):
+            self._forwarders.append(hook)
 
     def __bool__(self) -> bool:
         return bool(self._all)
-
-    @property
-    def read_events(self) -> bool:
-        return bool(self._event_readers)
 
     async def admit(self, ctx: RequestContext, headers: Headers) -> None:
         for hook in self._all:
@@ -81,13 +104,18 @@ class Hooks:
         for hook in self._all:
             await hook.before(ctx, body)
 
-    async def on_event(self, ctx: RequestContext, event: SseEvent) -> SseEvent | None:
-        current: SseEvent | None = event
-        for hook in self._event_readers:
-            if current is None:
-                break
-            current = await hook.on_event(ctx, current)
-        return current
+    def event_readers(self, ctx: RequestContext) -> list[Hook]:
+        """The hooks that read this request's stream (asked once, when it starts)."""
+        return [hook for hook in self._event_readers if hook.reads_events_of(ctx)]
+
+    def answer_readers(self, ctx: RequestContext) -> list[Hook]:
+        """The hooks that read this request's whole answer."""
+        return [hook for hook in self._answer_readers if hook.reads_events_of(ctx)]
+
+    async def forward(self, ctx: RequestContext, body: ModelRequest, raw: bytes) -> bytes:
+        for hook in self._forwarders:
+            raw = await hook.forward(ctx, body, raw)
+        return raw
 
     async def after(self, ctx: RequestContext) -> None:
         for hook in self._all:

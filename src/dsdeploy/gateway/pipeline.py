@@ -6,10 +6,10 @@
 3. validation the endpoint's pydantic model (400 naming the field); ``before`` hooks
 4. routing    lease the engine of the body's ``model`` (404, 503), check that it serves
               this endpoint and the choices asked for (400)
-5. relay      the client's bytes to the engine; its answer back, as bytes or, when a hook
-              reads them, as events through ``on_event`` hooks; a client that leaves
-              cancels the engine's work, and so does a stop's drain that runs out (503,
-              or an error event ending a stream)
+5. relay      the client's bytes (or what ``forward`` hooks make of them) to the engine;
+              its answer back, as bytes or, when a hook reads them, through ``on_event``
+              or ``on_answer`` hooks; a client that leaves cancels the engine's work, and
+              so does a stop's drain that runs out (503, or an error event ending a stream)
 6. after      ``after`` hooks, once the answer is over, whatever the outcome — middleware
 
 Headers hooks put in ``ctx.headers`` go out with the answer, streamed ones included.
@@ -19,7 +19,6 @@ Errors raised at any stage are ``ApiError`` values, answered in the endpoint's A
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -122,28 +121,45 @@ async def answer(
     state = request.app.state
     proxy: EngineProxy = state.proxy
     drain: Drain = state.drain
+    hooks: Hooks = state.hooks
     prompt_param = endpoint.prompt_param or ""
     stack = AsyncExitStack()
     try:
         upstream = await lease(state.pool, parsed.model, stack)
         check_served(endpoint, parsed, upstream.capabilities)
+        ctx.engine = upstream.capabilities
+        body = await hooks.forward(ctx, parsed, body)
         ctx.timings.upstream_start = time.monotonic()
         if ctx.stream:
             opened = proxy.open(upstream, endpoint.engine_path, body, prompt_param)
             response = await unless_client_leaves(request.receive, opened, drain.cutoff())
-            events = relay(response, ctx, endpoint.shape, state.hooks)
+            events = relay(response, ctx, endpoint.shape, hooks)
             return LeasedStream(events, stack.aclose, drain.cutoff(), endpoint.shape, ctx.id)
         fetched = proxy.fetch(upstream, endpoint.engine_path, body, prompt_param)
         payload = await unless_client_leaves(request.receive, fetched, drain.cutoff())
         ctx.timings.first_byte = time.monotonic()
-        if state.hooks:
-            with contextlib.suppress(ValueError):
-                ctx.record_usage(json.loads(payload))
+        if hooks:
+            payload = await through_answer_hooks(payload, ctx, hooks)
         await stack.aclose()
         return Response(payload, media_type="application/json")
     except BaseException:
         await stack.aclose()
         raise
+
+
+async def through_answer_hooks(payload: bytes, ctx: RequestContext, hooks: Hooks) -> bytes:
+    """A whole answer as the hooks that read it leave it; its usage is noted first."""
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        return payload
+    ctx.record_usage(answer)
+    readers = hooks.answer_readers(ctx)
+    if not readers:
+        return payload
+    for hook in readers:
+        answer = await hook.on_answer(ctx, answer)
+    return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 Finished = Callable[[RequestContext, Scope], Awaitable[None]]

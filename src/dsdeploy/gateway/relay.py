@@ -3,9 +3,9 @@
 With no hook reading events the relay passes the engine's chunks on as they arrive,
 looking at nothing (as fast as a relay can be); when any hook is registered it keeps the
 stream's first chunk and its last few chunks, and reads the usage the answer reports from
-them once it ends (the first and last events carry it). With a hook reading events, chunks are
-cut into server-sent events, each goes through the hooks, and what they return is sent;
-the usage is noted on the request's context on the way.
+them once it ends (the first and last events carry it). With a hook reading this request's
+events, chunks are cut into server-sent events, each goes through those hooks, and what
+they return is sent; the usage is noted on the request's context on the way.
 
 However the stream ends — finished, broken by the engine, abandoned by the client, or cut
 by a stop's drain (it then ends with one error event) — the engine connection is closed
@@ -28,7 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.drain import shutting_down
 from dsdeploy.gateway.errors import ApiError, ErrorShape
-from dsdeploy.gateway.hooks import Hooks
+from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.sse import SseEvent, SseParser, parse_block
 
 log = logging.getLogger("dsdeploy.gateway")
@@ -91,20 +91,24 @@ async def relay_bytes(
         response.close()
 
 
-async def through_hooks(events: list[SseEvent], ctx: RequestContext, hooks: Hooks) -> bytes:
+async def through_hooks(events: list[SseEvent], ctx: RequestContext, hooks: list[Hook]) -> bytes:
     """What the hooks make of ``events``, encoded; the answer's usage is noted on the way."""
     sent = []
     for event in events:
         if '"usage"' in event.data:  # decode only the events that can carry it
             ctx.record_usage(event.payload)
-        kept = await hooks.on_event(ctx, event)
+        kept: SseEvent | None = event
+        for hook in hooks:
+            if kept is None:
+                break
+            kept = await hook.on_event(ctx, kept)
         if kept is not None:
             sent.append(kept.encode())
     return b"".join(sent)
 
 
 async def relay_events(
-    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, hooks: Hooks
+    response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, hooks: list[Hook]
 ) -> AsyncGenerator[bytes, None]:
     parser = SseParser()
     try:
@@ -189,6 +193,7 @@ class LeasedStream(StreamingResponse):
 def relay(
     response: aiohttp.ClientResponse, ctx: RequestContext, shape: ErrorShape, hooks: Hooks
 ) -> AsyncGenerator[bytes, None]:
-    if hooks.read_events:
-        return relay_events(response, ctx, shape, hooks)
+    readers = hooks.event_readers(ctx)
+    if readers:
+        return relay_events(response, ctx, shape, readers)
     return relay_bytes(response, ctx, shape, keep_usage=bool(hooks))

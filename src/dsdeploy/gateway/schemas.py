@@ -102,11 +102,21 @@ class SamplingRequest(StreamableRequest):
 class ChatMessage(WireModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    reasoning_content: str | None = Field(
+        None, description="An earlier answer's reasoning (DeepSeek's name for it)."
+    )
+    reasoning: str | None = Field(None, description="The same, under vLLM's name.")
 
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Whole | None = Field(None, ge=1)
+    include_reasoning: bool = Field(
+        True, description="False leaves a reasoning model's thinking out of the answer."
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Passed to the chat template (DeepSeek V3.1+: thinking)."
+    )
 
 
 class CompletionRequest(SamplingRequest):
