@@ -30,6 +30,7 @@ from dsdeploy.planner.machine import parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
 from dsdeploy.runtime.reload import ReloadOutcome
+from dsdeploy.runtime.watchdog import RssBound, RssWatchdog
 from dsdeploy.security.audit import AuditLog, audit_url
 from dsdeploy.security.audit_writer import AuditWriter
 from dsdeploy.security.auth_throttle import FailedAuthThrottle
@@ -211,6 +212,7 @@ def serve(
     limits (which read the key that an earlier hook admitted)."""
     gateway, security = settings.gateway, settings.security
     check_port_free(gateway.host, gateway.port)
+    bound = RssBound.parse(settings.serving.engine_rss_limit)
     if security.tls_cert is not None and security.tls_key is not None:
         check_tls_files(security.tls_cert, security.tls_key)
     limiter = Limiter.from_url(security.redis_url, lease_s=security.slot_lease_s)
@@ -229,12 +231,15 @@ def serve(
 
     report = reporter(console)
     control = ControlSocket(settings.dirs.data, control_app(pool, report))
+    interval_s = settings.serving.engine_rss_check_s
+    watchdog = RssWatchdog(pool, bound, interval_s=interval_s, report=report)
 
     async def main() -> None:
         try:
             await pool.start()
             await control.start()
             reload_on_hangup(pool, report)
+            watchdog.start()
             console.print(
                 f"OpenAI API at {scheme}://{gateway.host}:{gateway.port}/v1 "
                 f"(models: {', '.join(pool.model_names())}); `dsdeploy reload` or SIGHUP "
@@ -245,6 +250,7 @@ def serve(
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             signal.signal(signal.SIGHUP, not_yet)  # nothing is reloaded while stopping
             await control.stop()
+            await watchdog.stop()
             await pool.stop()
             await limits.aclose()
 

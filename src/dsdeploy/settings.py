@@ -153,6 +153,15 @@ class ServingSettings(BaseSettings):
     load_wait_s: float = Field(
         120.0, gt=0, description="Longest a request waits for its model to load before a 503."
     )
+    engine_rss_limit: str = Field(
+        "2x",
+        description="An engine whose resident memory stays above this for 3 checks in a row "
+        "is replaced (a reload: blue-green when the memory budget holds both): a factor of "
+        "its resident memory when first ready (2x), a size (6G), or off.",
+    )
+    engine_rss_check_s: float = Field(
+        10.0, gt=0, description="Seconds between checks of each engine's resident memory."
+    )
     preload: list[str] = Field(
         default_factory=list, description="Models to load at start instead of on first use."
     )

@@ -32,6 +32,9 @@ def serve(
     keep_alive: Annotated[float | None, typer.Option(help=describe("keep_alive_s"))] = None,
     memory_budget: Annotated[str | None, typer.Option(help=describe("memory_budget"))] = None,
     drain_timeout: Annotated[float | None, typer.Option(help=describe("drain_timeout_s"))] = None,
+    engine_rss_limit: Annotated[
+        str | None, typer.Option(help=describe("engine_rss_limit"), metavar="2x|SIZE|off")
+    ] = None,
     preload: Annotated[list[str] | None, typer.Option(help=describe("preload"))] = None,
     pin: Annotated[list[str] | None, typer.Option(help=describe("pin"))] = None,
     allow_ip: Annotated[list[str] | None, typer.Option(help=describe("allow_ips"))] = None,
@@ -88,6 +91,7 @@ def serve(
         keep_alive_s=keep_alive,
         memory_budget=memory_budget,
         drain_timeout_s=drain_timeout,
+        engine_rss_limit=engine_rss_limit,
         preload=preload,
         pin=pin,
         allow_ips=allow_ip,
