@@ -61,10 +61,18 @@ class GatewaySettings(BaseSettings):
         "431 and closed.",
     )
     access_log: bool = Field(
-        False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
+        False,
+        description="Log one line per HTTP request once it is answered: request id, route, "
+        "model, status, key id, duration (costs gateway CPU on small machines).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Gateway log level."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="How serve logs to stderr: text for people, or json: one object per line "
+        "(time, level, logger, message, request fields) for log collectors. Neither holds "
+        "keys, prompts or completions.",
     )
 
 

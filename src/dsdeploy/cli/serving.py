@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from dsdeploy.cli.common import console, describe, fail, load_settings
+from dsdeploy.cli.common import console, describe, fail, load_settings, log_console
 from dsdeploy.errors import DsdeployError
+from dsdeploy.gateway.logs import configure_logging
 from dsdeploy.progress import report_console
 from dsdeploy.ps import fetch_status, status_table
 from dsdeploy.serve import serve as run_server
@@ -59,6 +60,12 @@ def serve(
     audit_content: Annotated[
         str | None, typer.Option(help=describe("audit_content"), metavar="off|redacted")
     ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help=describe("log_format"), metavar="text|json")
+    ] = None,
+    access_log: Annotated[
+        bool | None, typer.Option("--access-log/--no-access-log", help=describe("access_log"))
+    ] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -93,11 +100,15 @@ def serve(
         weights_key_file=weights_key_file,
         audit=audit,
         audit_content=audit_content,
+        log_format=log_format,
+        access_log=access_log,
     )
+    configure_logging(settings.gateway)
+    out = log_console("dsdeploy.serve") if settings.gateway.log_format == "json" else console
     try:
-        run_server(settings, models or [], console)
+        run_server(settings, models or [], out)
     except DsdeployError as exc:
-        raise fail(exc) from None
+        raise fail(exc, out) from None
 
 
 def ps(
