@@ -1,6 +1,7 @@
 """How ``dsdeploy serve`` logs, configured in one place: dsdeploy's own loggers
-(``dsdeploy.*``), uvicorn's and Python's warnings, all to stderr, as text for people or as one
-JSON object per line for log collectors (python-json-logger's ``JsonFormatter``).
+(``dsdeploy.*``), uvicorn's, Python's warnings and other libraries' warnings, all to stderr,
+as text for people or as one JSON object per line for log collectors (python-json-logger's
+``JsonFormatter``).
 
 A JSON line holds ``time`` (ISO 8601, UTC), ``level``, ``logger`` and ``message``; a line
 written while a request is handled also names it (``request_id``, ``route``, ``key_id``, and
@@ -25,7 +26,9 @@ from dsdeploy.gateway.context import RequestContext, current_request
 from dsdeploy.settings import GatewaySettings
 
 LOGGERS = ("dsdeploy", "uvicorn", "py.warnings")
-"""Every logger serve writes through; uvicorn.error propagates to uvicorn."""
+"""The loggers serve writes through at its log level (uvicorn.error propagates to uvicorn);
+every other library's (asyncio's "Unclosed client session", aiohttp, SQLAlchemy) reaches
+the same handler through the root logger, at warning and above."""
 ENGINE_LOGGERS = ("dsdeploy.runtime",)
 """Their lines are about engines, which outlive the request that happened to load them: a
 watchdog task started in a request's context would name that request forever."""
@@ -83,6 +86,7 @@ def logging_config(settings: GatewaySettings) -> dict[str, Any]:
         "loggers": {
             name: {"handlers": ["stderr"], "level": level, "propagate": False} for name in LOGGERS
         },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
 
 
