@@ -27,11 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from dsdeploy.bench.launch import DSDEPLOY, free_port, wait_healthy
+from dsdeploy.bench.launch import (
+    DSDEPLOY,
+    free_port,
+    home_env,
+    run_cli,
+    scratch_home,
+    wait_healthy,
+)
 from dsdeploy.security.weights_crypto import DEFAULT_CHUNK, Kek, encrypt_stream
 from dsdeploy.security.weights_memory import decrypt_to_memfd
 from dsdeploy.security.weights_store import HashingReader
-from dsdeploy.settings import DEFAULT_MODEL, settings_from
+from dsdeploy.settings import DEFAULT_MODEL
 from dsdeploy.store import HashingWriter
 
 RESULTS = Path(__file__).parent / "results" / "crypto.json"
@@ -89,16 +96,6 @@ def throughput(size: int, reps: int, work: Path) -> dict[str, object]:
     }
 
 
-def home_env(home: Path) -> dict[str, str]:
-    """Another home, but the engine build of this one's cache (no rebuild)."""
-    cache = str(settings_from({}).dirs.cache)
-    return {**os.environ, "DSDEPLOY_HOME": str(home), "DSDEPLOY_CACHE_DIR": cache}
-
-
-def run_cli(env: dict[str, str], *args: str) -> None:
-    subprocess.run([*DSDEPLOY, *args], env=env, check=True, capture_output=True)
-
-
 def serve_start_s(home: Path, log: Path) -> float:
     port = free_port()
     env = home_env(home)
@@ -120,12 +117,9 @@ def serve_start_s(home: Path, log: Path) -> float:
 
 def serve_times(reps: int, work: Path) -> dict[str, list[float]]:
     """The default model from the configured home's store (pulled there if missing)."""
-    store = settings_from({}).dirs.models
-    if not (store / "manifests" / f"{DEFAULT_MODEL}.json").is_file():
-        run_cli(dict(os.environ), "pull", DEFAULT_MODEL)
     homes = {"plain": work / "plain-home", "encrypted": work / "encrypted-home"}
     for home in homes.values():
-        shutil.copytree(store, home / "data" / "models", symlinks=True)
+        scratch_home(home)
     run_cli(home_env(homes["encrypted"]), "keygen-weights")
     run_cli(home_env(homes["encrypted"]), "encrypt", DEFAULT_MODEL)
     times: dict[str, list[float]] = {name: [] for name in homes}

@@ -1,9 +1,10 @@
-"""A gateway process in front of one stub engine, for the limits tests: the real app, pool,
-supervisor, API keys and limits hook, settings from ``DSDEPLOY_*`` variables (the key
-database from ``DSDEPLOY_DB_URL``), run by uvicorn as a separate process (``python -m
-uvicorn tests.stub_gateway:app --factory``), so that several replicas can share a Redis and
-a key database, and a client can really go away. Failed keys are throttled per address in
-the limits' storage, as ``dsdeploy serve`` does.
+"""A gateway process in front of one stub engine, for the limits and log tests: the real
+app, pool, supervisor, API keys and limits hook, settings from ``DSDEPLOY_*`` variables (the
+key database from ``DSDEPLOY_DB_URL``), run as a separate process with serve's logging and
+uvicorn configuration (``python -m tests.stub_gateway PORT``), so that several replicas can
+share a Redis and a key database, a client can really go away, and its output is what
+serve's would be. Failed keys are throttled per address in the limits' storage, as
+``dsdeploy serve`` does.
 
 The stub's behaviour comes from ``STUB_TOKEN_DELAY_S``, ``STUB_EOS_AFTER`` and
 ``STUB_FAIL_AFTER``.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from dsdeploy.bench.launch import free_port, wait_healthy
@@ -29,6 +31,8 @@ from dsdeploy.errors import BenchError
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.auth import AuthConfig
 from dsdeploy.gateway.limits import LimitsHook
+from dsdeploy.gateway.logs import configure_logging
+from dsdeploy.gateway.server import uvicorn_config
 from dsdeploy.runtime.pool import EnginePool, ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.security.auth_throttle import FailedAuthThrottle
@@ -112,9 +116,9 @@ def start_gateway(log: Path, **env: str) -> Gateway:
     env.setdefault("DSDEPLOY_DB_URL", sqlite_url(log.parent / "keys.db"))
     store = KeyStore(open_database(env["DSDEPLOY_DB_URL"]))
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "tests.stub_gateway:app", "--factory"]
-    command += ["--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "tests.stub_gateway", str(port)]
     environ = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", **env}
+    environ.setdefault("DSDEPLOY_LOG_LEVEL", "warning")
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=environ, stdout=sink, stderr=subprocess.STDOUT)
     gateway = Gateway(process, f"http://127.0.0.1:{port}", store)
@@ -124,6 +128,13 @@ def start_gateway(log: Path, **env: str) -> Gateway:
         gateway.stop()
         raise AssertionError(log.read_text()[-3000:]) from None
     return gateway
+
+
+def main() -> None:
+    """Serves ``app()`` on the port given, as ``serve`` would (settings from ``DSDEPLOY_*``)."""
+    settings = GatewaySettings(port=int(sys.argv[1]))
+    configure_logging(settings)
+    uvicorn.Server(uvicorn_config(app(), settings)).run()
 
 
 def post_until_admitted(
@@ -137,3 +148,7 @@ def post_until_admitted(
         if answer.status_code == 200 or time.monotonic() >= deadline:
             return answer
         time.sleep(every_s)
+
+
+if __name__ == "__main__":
+    main()

@@ -116,3 +116,27 @@ def test_reasoning_cost_quick_mode_times_the_hook_per_token(isolated_home: Path)
     result = run_quick("reasoning_cost.py", isolated_home)
     for name in ("no_op_hook", "split_both", "rename_both", "rename_same_field"):
         assert 0 < result[f"{name}_us_per_token"] < 10_000  # type: ignore[operator]
+
+
+@pytest.mark.engine
+def test_soak_quick_mode_switches_models_and_reports_memory_errors_and_latency(
+    model_home: Path,
+) -> None:
+    result = run_quick("soak.py", model_home)
+    assert result["errors"] == 0, result["errors_by_kind"]
+    assert result["expected_4xx"] > 0
+    switched = {entry["model"] for entry in result["model_switches"]}  # type: ignore[attr-defined]
+    assert switched == {"smollm2", "smollm2-copy"}
+    gateway = [row for row in result["processes"] if row["process"] == "gateway"]  # type: ignore[attr-defined]
+    assert isinstance(gateway[0]["slope_mib_per_hour"], float)
+    assert len(result["windows"]) == 6  # type: ignore[arg-type]
+    assert result["serve_exit"] == 0
+    assert result["serve_log"]["not_json"] == 0  # type: ignore[index]
+    assert (RESULTS / "soak.quick.png").stat().st_size > 0
+
+
+def test_log_cost_quick_mode_times_an_access_line_as_text_and_json(isolated_home: Path) -> None:
+    result = run_quick("log_cost.py", isolated_home)
+    formats = [row["format"] for row in result["rows"]]  # type: ignore[union-attr]
+    assert formats == ["text", "json"]
+    assert all(0 < row["best_us"] < 10_000 for row in result["rows"])  # type: ignore[union-attr]

@@ -69,7 +69,9 @@ class GatewaySettings(BaseSettings):
         "engine is replaced (dsdeploy reload, SIGHUP: the old engine is stopped then).",
     )
     access_log: bool = Field(
-        False, description="Log one line per HTTP request (costs gateway CPU on small machines)."
+        False,
+        description="Log one line per HTTP request once it is answered: request id, route, "
+        "model, status, key id, duration (costs gateway CPU on small machines).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Gateway log level."
@@ -79,6 +81,12 @@ class GatewaySettings(BaseSettings):
         description="Field a reasoning model's thinking is answered in: reasoning_content "
         "(DeepSeek's API, llama-server, SGLang), reasoning (vLLM since 2025-11), or both so "
         "that every client finds its own.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="How serve logs to stderr: text for people, or json: one object per line "
+        "(time, level, logger, message, request fields) for log collectors. Neither holds "
+        "keys, prompts or completions.",
     )
 
 

@@ -7,6 +7,8 @@ targets is the gateway and nothing else. Its socket is read from the engine's co
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import psutil
 
 from dsdeploy.clients.openai_compat import Target
 from dsdeploy.errors import BenchError
+from dsdeploy.settings import DEFAULT_MODEL, settings_from
 
 START_TIMEOUT_S = 900.0
 """A first run may build the engine (about 10 minutes on 2 cores) before it serves."""
@@ -100,3 +103,25 @@ def start_local_server(
         raw=Target("llama-server", "http://llama-server/v1", uds=uds),
         log=log,
     )
+
+
+def home_env(home: Path) -> dict[str, str]:
+    """This environment with another home, but this one's cache: its engine build, so
+    nothing is rebuilt."""
+    cache = str(settings_from({}).dirs.cache)
+    return {**os.environ, "DSDEPLOY_HOME": str(home), "DSDEPLOY_CACHE_DIR": cache}
+
+
+def run_cli(env: dict[str, str], *args: str) -> None:
+    subprocess.run([*DSDEPLOY, *args], env=env, check=True, capture_output=True)
+
+
+def scratch_home(home: Path) -> dict[str, str]:
+    """Makes ``home`` a copy of this home's store (the default model is pulled here first
+    if missing), so a benchmark may add models without touching the user's; its
+    environment."""
+    store = settings_from({}).dirs.models
+    if not (store / "manifests" / f"{DEFAULT_MODEL}.json").is_file():
+        run_cli(dict(os.environ), "pull", DEFAULT_MODEL)
+    shutil.copytree(store, home / "data" / "models", symlinks=True)
+    return home_env(home)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import typer
@@ -9,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from dsdeploy.errors import DsdeployError, EngineStartFailed
+from dsdeploy.gateway.logs import LogStream
 from dsdeploy.settings import Settings, option_field, settings_from
 
 console = Console(stderr=True, soft_wrap=True)  # a line stays one line in logs and pipes
@@ -30,10 +32,23 @@ def load_settings(**flags: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def fail(exc: DsdeployError) -> typer.Exit:
-    console.print(f"[red]error:[/] {exc}", highlight=False)
+def fail(exc: DsdeployError, out: Console = console) -> typer.Exit:
+    out.print(f"[red]error:[/] {exc}", highlight=False)
     if isinstance(exc, EngineStartFailed) and exc.log_tail:
-        console.print("last lines of the engine log:", style="dim")
+        out.print("last lines of the engine log:", style="dim")
         for line in exc.log_tail:
-            console.print(f"  {line}", style="dim", highlight=False, markup=False)
+            out.print(f"  {line}", style="dim", highlight=False, markup=False)
     return typer.Exit(1)
+
+
+def log_console(logger: str) -> Console:
+    """A console whose every print is one line of ``logger``, for commands whose whole
+    output must be log lines (``serve --log-format json``)."""
+    return Console(
+        file=LogStream(logging.getLogger(logger)),
+        width=200,  # a line as the program wrote it, not wrapped
+        no_color=True,
+        soft_wrap=True,
+        force_terminal=False,
+        force_interactive=False,
+    )

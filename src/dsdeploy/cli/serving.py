@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dsdeploy.cli.common import console, describe, fail, load_settings
+from dsdeploy.cli.common import console, describe, fail, load_settings, log_console
 from dsdeploy.control.client import request_reload
 from dsdeploy.errors import DsdeployError
+from dsdeploy.gateway.logs import configure_logging
 from dsdeploy.progress import report_console
 from dsdeploy.ps import fetch_status, status_table
 from dsdeploy.serve import serve as run_server
@@ -76,6 +77,12 @@ def serve(
         str | None,
         typer.Option(help=describe("reasoning_field"), metavar="both|reasoning_content|reasoning"),
     ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help=describe("log_format"), metavar="text|json")
+    ] = None,
+    access_log: Annotated[
+        bool | None, typer.Option("--access-log/--no-access-log", help=describe("access_log"))
+    ] = None,
 ) -> None:
     """Serve models at an OpenAI-compatible API, loading each on its first request.
 
@@ -116,11 +123,15 @@ def serve(
         audit=audit,
         audit_content=audit_content,
         reasoning_field=reasoning_field,
+        log_format=log_format,
+        access_log=access_log,
     )
+    configure_logging(settings.gateway)
+    out = log_console("dsdeploy.serve") if settings.gateway.log_format == "json" else console
     try:
-        run_server(settings, models or [], console)
+        run_server(settings, models or [], out)
     except DsdeployError as exc:
-        raise fail(exc) from None
+        raise fail(exc, out) from None
 
 
 def ps(

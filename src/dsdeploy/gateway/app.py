@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from dsdeploy import __version__
+from dsdeploy.gateway.access_log import AccessLog
 from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
 from dsdeploy.gateway.cors import Cors
@@ -20,7 +21,7 @@ from dsdeploy.gateway.hooks import Hook, Hooks
 from dsdeploy.gateway.metrics import GatewayMetrics
 from dsdeploy.gateway.network import NetworkGuard, NetworkPolicy
 from dsdeploy.gateway.openapi import DocumentedApp
-from dsdeploy.gateway.pipeline import RequestContextMiddleware
+from dsdeploy.gateway.pipeline import Finished, RequestContextMiddleware
 from dsdeploy.gateway.proxy import EngineProxy
 from dsdeploy.gateway.reasoning import ReasoningHook
 from dsdeploy.gateway.routes_anthropic import PREFIX as ANTHROPIC_PREFIX
@@ -47,7 +48,8 @@ def create_app(
     """The app routes to the pool's engines; the pool's owner starts and stops them (and
     the audit's writer). More hooks may be added (``app.state.hooks.add``) until it serves.
     Every path but the probes is behind ``auth`` (see ``gateway.auth``); ``audit`` records
-    every request, refused ones included. Its metrics (``app.state.metrics``) are the first
+    every request, refused ones included, and ``settings.access_log`` logs a line for each
+    (``gateway.access_log``). Its metrics (``app.state.metrics``) are the first
     hook; ``nvml`` stands in for ``pynvml``. ``app.state.drain`` is the stop's drain: the
     server (``gateway.server.GatewayServer``) begins it at a stop signal.
 
@@ -87,11 +89,10 @@ def create_app(
             app.add_middleware(Cors, origins=security.cors_origins, shapes=ERROR_SHAPES)
         policy = NetworkPolicy.from_settings(settings, security)
         app.add_middleware(NetworkGuard, policy=policy, shapes=ERROR_SHAPES)
-    app.add_middleware(
-        RequestContextMiddleware,
-        hooks=app.state.hooks,
-        finished=audit.record if audit else None,
-    )
+    finished: list[Finished] = [audit.record] if audit else []
+    if settings.access_log:
+        finished.append(AccessLog(app.state.metrics.model_label).record)
+    app.add_middleware(RequestContextMiddleware, hooks=app.state.hooks, finished=finished)
     install_error_handlers(app, ERROR_SHAPES)
     app.include_router(ops_router())
     app.include_router(openai_router())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,3 +122,8 @@ class RequestContext:
         found = Usage.from_payload(payload)
         if found is not None:
             self.usage = found if self.usage is None else self.usage.merge(found)
+
+
+current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
+"""The request being handled by this task (and the tasks and threads it starts), so that a
+log line written anywhere on its way can name it (``gateway.logs.RequestFields``)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dsdeploy.engines.base import EngineCapabilities
 from dsdeploy.errors import EngineUnavailable, ModelNotFound
 from dsdeploy.gateway.admission import ClientGone, read_body, unless_client_leaves
-from dsdeploy.gateway.context import RequestContext
+from dsdeploy.gateway.context import RequestContext, current_request
 from dsdeploy.gateway.drain import Drain, shutting_down
 from dsdeploy.gateway.errors import ApiError, ErrorShape, client_safe, clip
 from dsdeploy.gateway.hooks import Hooks
@@ -163,7 +163,8 @@ async def through_answer_hooks(payload: bytes, ctx: RequestContext, hooks: Hooks
 
 
 Finished = Callable[[RequestContext, Scope], Awaitable[None]]
-"""Told of every HTTP request once its answer is over, whatever answered it (the audit)."""
+"""Told of every HTTP request once its answer is over, whatever answered it (the audit, the
+access log)."""
 
 
 def added_headers(
@@ -176,11 +177,12 @@ def added_headers(
 
 
 class RequestContextMiddleware:
-    """Gives every HTTP request its context and ``x-request-id``, runs the ``after`` hooks
-    of pipeline requests and of refused ones once the answer is over (sent, failed or
-    abandoned), then tells ``finished`` of every request, unrouted ones included."""
+    """Gives every HTTP request its context (``current_request`` while it is handled) and
+    ``x-request-id``, runs the ``after`` hooks of pipeline requests and of refused ones once
+    the answer is over (sent, failed or abandoned), then tells each of ``finished`` of every
+    request, unrouted ones included."""
 
-    def __init__(self, app: ASGIApp, hooks: Hooks, finished: Finished | None = None) -> None:
+    def __init__(self, app: ASGIApp, hooks: Hooks, finished: Sequence[Finished] = ()) -> None:
         self.app = app
         self.hooks = hooks
         self.finished = finished
@@ -191,6 +193,7 @@ class RequestContextMiddleware:
             return
         ctx = RequestContext()
         scope.setdefault("state", {})["ctx"] = ctx
+        token = current_request.set(ctx)
         id_header = (b"x-request-id", ctx.id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -212,5 +215,6 @@ class RequestContextMiddleware:
             refused = ctx.decision != "allowed"  # by the network guard or auth
             if (ctx.route is not None or refused) and self.hooks:
                 await self.hooks.after(ctx)
-            if self.finished is not None:
-                await self.finished(ctx, scope)
+            for finished in self.finished:
+                await finished(ctx, scope)
+            current_request.reset(token)

@@ -79,11 +79,14 @@ class EngineProxy:
         self.sessions.clear()
 
     async def session_for(self, socket_path: Path) -> aiohttp.ClientSession:
+        """The new session is stored before anything is awaited: requests arriving together
+        for a freshly loaded engine share it (a second one would never be closed)."""
         session = self.sessions.get(socket_path)
         if session is None:
-            for gone in [p for p in self.sessions if not p.exists()]:  # unloaded engines
-                await self.sessions.pop(gone).close()
             session = self.sessions[socket_path] = new_engine_client(socket_path)
+            gone = [self.sessions.pop(p) for p in list(self.sessions) if not p.exists()]
+            for unloaded in gone:  # sessions of engines that were stopped
+                await unloaded.close()
         return session
 
     async def open(

@@ -139,7 +139,9 @@ def uvicorn_config(
 ) -> uvicorn.Config:
     """``security`` gives the TLS pair (checked first with ``tls.check_tls_files``).
     uvicorn's own X-Forwarded-For handling stays off: it trusts 127.0.0.1 by default, and
-    the network guard decides the client address from ``trusted_proxies`` alone."""
+    the network guard decides the client address from ``trusted_proxies`` alone. Logging
+    is configured by ``logs.configure_logging``, not by uvicorn, and uvicorn's access log is
+    off: the gateway writes its own (see ``gateway.logs``)."""
 
     class LimitedHttpProtocol(GuardedHttpProtocol):
         max_connections = settings.max_connections
@@ -152,8 +154,9 @@ def uvicorn_config(
         http=LimitedHttpProtocol,
         ws="none",  # the gateway serves no websockets
         timeout_keep_alive=settings.idle_timeout_s,
+        log_config=None,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,
         lifespan="on",
         # a backstop behind the drain's cut; uvicorn wants whole seconds
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s + CUT_GRACE_S),
