@@ -143,7 +143,7 @@ def walk(app: FastAPI, store: KeyStore, keys: dict[str, str]) -> Observed:
             for request in requests_for(method, keys):
                 status = send(client, method, path, request, "?model=nope")  # readiness: 404
                 seen[method, path].add(str(status))
-        app.state.draining = lambda: True  # readiness: 503
+        app.state.drain.begin()  # readiness: 503
         with store.engine.begin() as connection:  # every key check: 503 (Anthropic 529)
             connection.execute(sqlalchemy.text("DROP TABLE api_keys"))
         for method, path in operations(app):
