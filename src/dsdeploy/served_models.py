@@ -117,6 +117,7 @@ def model_spec(
             threads=settings.engine.threads,
             ctx_size=settings.engine.ctx_size,
             parallel=settings.engine.parallel,
+            prompt_cache_mib=settings.engine.prompt_cache_mib,
         )
     add_measured_quality(plan, load_quant_eval(settings.dirs, manifest.name))
     show_plan(plan, console)
@@ -129,6 +130,7 @@ def model_spec(
         f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
     )
     planned = plan.llama.ram_bytes if plan.llama else manifest.weights_bytes
+    planned += launch.prompt_cache_mib * 2**20
     model_launch = ModelLaunch(
         installed.binary,
         weights,

@@ -122,6 +122,14 @@ class EngineSettings(BaseSettings):
     parallel: int | None = Field(
         None, ge=1, le=256, description="Requests the engine decodes at once (parallel slots)."
     )
+    prompt_cache_mib: int = Field(
+        256,
+        ge=0,
+        description="MiB of host memory llama-server may keep finished prompts' state in "
+        "(its --cache-ram), so a returning conversation skips re-reading its prompt; counted "
+        "in each model's planned memory. 0 keeps none. (llama-server's own default, 8192, "
+        "grows the engine by up to 8 GiB that no plan counts.)",
+    )
     ready_timeout_s: float = Field(
         300.0, gt=0, description="Seconds to wait for the engine to load the model and answer."
     )

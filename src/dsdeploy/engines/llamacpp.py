@@ -127,6 +127,8 @@ class LlamaCppEngine:
             str(launch.ctx_per_slot * launch.parallel),
             "--no-webui",
             "--metrics",  # slots busy and requests deferred, read when /metrics is scraped
+            "--cache-ram",  # the prompt cache, counted in the planned memory
+            str(launch.prompt_cache_mib),
             "--offline",
             "--log-colors",
             "off",

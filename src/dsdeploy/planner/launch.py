@@ -25,6 +25,7 @@ def plan_serving(
     threads: int | None,
     ctx_size: int | None,
     parallel: int | None,
+    prompt_cache_mib: int = 0,
 ) -> tuple[LaunchPlan, Plan]:
     """Launch options from the plan; flags given by the user win over its choices."""
     entry, quant = stored_entry(name, weights, weight_file, weight_bytes)
@@ -56,5 +57,6 @@ def plan_serving(
         kv_type=layout.kv_type,
         gpu_layers=layout.gpu_layers if machine.gpu_count else None,
         cpu_moe_layers=layout.cpu_moe_layers,
+        prompt_cache_mib=prompt_cache_mib,
     )
     return launch, plan

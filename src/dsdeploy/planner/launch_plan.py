@@ -22,5 +22,8 @@ class LaunchPlan:
     """GPUs each layer is split across (vLLM: the GPUs of one node)."""
     pipeline_parallel: int = 1
     """Stages the layers are cut into (vLLM: one per node when the model spans nodes)."""
+    prompt_cache_mib: int = 0
+    """Host memory llama-server may keep finished prompts' state in (``--cache-ram``); 0:
+    none is kept."""
     gpu_memory_utilization: float | None = None
     """Share of each GPU's memory the engine may take (vLLM); None: the engine's default."""
