@@ -90,6 +90,8 @@ async def engine_behaviour(request: web.Request, handler: Handler) -> web.Stream
     if request.method == "POST" and body is None:
         raise json_error(500, "[json.exception.parse_error.101] parse error", "server_error")
     stub.processing += 1
+    if stub.behaviour.grow_mib:
+        stub.grown.append(b"\x01" * (stub.behaviour.grow_mib * 2**20))
     try:
         return await handler(request)
     except (asyncio.CancelledError, ConnectionResetError):

@@ -47,6 +47,9 @@ class Behaviour:
         default=None,
         metadata={"help": "cut <think>…</think> out of --echo into this field, as a parser"},
     )
+    grow_mib: int = field(
+        default=0, metadata={"help": "keep N MiB more resident with every request (a leak)"}
+    )
 
     def flags(self) -> list[str]:
         """The command-line options that give this behaviour (defaults left out)."""
@@ -87,6 +90,8 @@ class Stub:
     processing: int = 0
     """Requests being answered now (llama-server's ``requests_processing``)."""
     exit_code: int = 0
+    grown: list[bytes] = field(default_factory=list)
+    """Memory kept by ``--grow-mib``, each block written so that it is resident."""
 
     def record(self, event: str, **details: object) -> None:
         """One JSON line per event, written at once: the test reads it while we run."""
