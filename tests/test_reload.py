@@ -170,7 +170,14 @@ BUDGET = "250M"
 def test_sighup_with_a_budget_for_one_engine_reloads_stop_start_while_requests_wait(
     private_home: Path, tmp_path: Path
 ) -> None:
-    server = start_server(private_home, tmp_path / "serve.log", *SMALL, "--memory-budget", BUDGET)
+    server = start_server(
+        private_home,
+        tmp_path / "serve.log",
+        *SMALL,
+        "--memory-budget",
+        BUDGET,
+        DSDEPLOY_PROMPT_CACHE_MIB="0",  # the plan of one engine, without a prompt cache
+    )
     try:
         planned = httpx.get(server.base_url + "/ps").json()["models"][0]["planned_bytes"]
         assert planned <= parse_size(BUDGET) < 2 * planned
