@@ -39,7 +39,6 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -100,8 +99,7 @@ def cpu_seconds(process: psutil.Process) -> float:
 async def before_engine_totals(gateway: Target) -> tuple[float, float]:
     """The gateway's own histogram of arrival → engine asked: (sum of seconds, count)."""
     base = gateway.api.removesuffix("/v1")
-    headers = {"Authorization": f"Bearer {gateway.api_key}"} if gateway.api_key else None
-    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+    async with gateway.client(concurrency=1) as client:  # with its key: /metrics is admin
         response = await client.get(base + "/metrics")
         response.raise_for_status()
         text = response.text
