@@ -57,7 +57,13 @@ def test_gateway_overhead_quick_mode_compares_raw_and_gateway_with_a_hook(
 def test_limits_overhead_quick_mode_measures_memory_and_redis(isolated_home: Path) -> None:
     result = run_quick("limits_overhead.py", isolated_home)
     cases = [row["case"] for row in result["rows"]]  # type: ignore[union-attr]
-    assert cases == ["no key (caps, queue bound)", "key, memory", "key, Redis"]
+    assert cases == [
+        "no key (caps, queue bound)",
+        "key, memory",
+        "key, limits' own memory store",
+        "key, Redis",
+    ]
+    assert all(row["burst_of_16_median_ms"] > 0 for row in result["rows"])  # type: ignore[union-attr]
 
 
 def test_auth_overhead_quick_mode_measures_cached_and_uncached_checks(

@@ -66,6 +66,16 @@ class Watched:
     reported: bool = False
 
 
+def sample_rss(pids: dict[str, int | None]) -> dict[str, tuple[int, int]]:
+    """Each model's engine pid and resident bytes, for the engines that could be read."""
+    samples = {}
+    for model, pid in pids.items():
+        rss = process_tree_rss(pid)
+        if pid is not None and rss is not None:
+            samples[model] = (pid, rss)
+    return samples
+
+
 class RssWatchdog:
     """Samples every loaded engine's process-tree RSS each ``interval_s``; ``strikes``
     samples in a row above the bound reload that model. Without a bound it does nothing."""
@@ -100,17 +110,18 @@ class RssWatchdog:
     async def _run(self, bound: RssBound) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            for model in self._over_bound(bound):
+            ready = {m: s.pid for m, s in self.pool.running().items() if s.ready}
+            # psutil finds children by reading every process's /proc entry: not on the loop.
+            samples = await asyncio.to_thread(sample_rss, ready)
+            for model in self._over_bound(bound, samples):
                 await self._replace(model)
 
-    def _over_bound(self, bound: RssBound) -> list[str]:
-        """Sample each ready engine; the models that stayed above their bound long enough."""
+    def _over_bound(self, bound: RssBound, samples: dict[str, tuple[int, int]]) -> list[str]:
+        """The models whose engines stayed above their bound long enough."""
+        for gone in self._seen.keys() - samples.keys():  # unloaded, or not ready now
+            del self._seen[gone]
         due = []
-        for model, supervisor in self.pool.running().items():
-            pid = supervisor.pid
-            rss = process_tree_rss(pid) if supervisor.ready else None
-            if pid is None or rss is None:
-                continue
+        for model, (pid, rss) in samples.items():
             seen = self._seen.get(model)
             if seen is None or seen.pid != pid:  # a new engine: a new baseline
                 seen = self._seen[model] = Watched(pid, rss)

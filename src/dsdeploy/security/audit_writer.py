@@ -1,6 +1,9 @@
 """Appends audit records off the request path: requests hand their record to a bounded
 queue (a few microseconds), one thread writes what has gathered in batches, one
-transaction each, and ``close`` writes everything still queued before it returns.
+transaction each, and ``close`` writes everything still queued before it returns. Once a
+record arrives the thread waits ``linger_s`` (0.1 s) before it writes, so that requests
+finishing close together share one transaction: the thread's Python work (SQLAlchemy, the
+hash chain) holds the interpreter lock, and every wake-up of it delays the event loop.
 
 When the database falls behind and the queue is full, a request waits for room up to
 ``full_wait_s`` in a worker thread (its answer is already sent: the client never waits,
@@ -47,12 +50,14 @@ class AuditWriter:
         batch: int = 500,
         full_wait_s: float = 1.0,
         retry_s: float = 1.0,
+        linger_s: float = 0.1,
     ) -> None:
         self.audit = audit
         self.redact = redact
         self.batch = batch
         self.full_wait_s = full_wait_s
         self.retry_s = retry_s
+        self.linger_s = linger_s
         self.lost = 0
         self.written = 0
         self._queue: queue.Queue[Pending | None] = queue.Queue(capacity)
@@ -100,6 +105,8 @@ class AuditWriter:
             first = self._queue.get()
             taken = [] if first is None else [first]
             stopping = first is None
+            if not stopping:
+                time.sleep(self.linger_s)
             while len(taken) < self.batch and not stopping:
                 try:
                     item = self._queue.get_nowait()

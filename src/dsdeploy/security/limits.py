@@ -32,6 +32,7 @@ from limits.storage import storage_from_string
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
+from dsdeploy.security.memory_store import LoopPrunedMemoryStorage
 from dsdeploy.security.slots import Lease, SlotStore, slot_store
 
 WINDOW_S = 60
@@ -89,16 +90,16 @@ class Reservation:
 
 
 def open_storage(redis_url: str | None, pool: ConnectionPool | None = None) -> Storage:
-    """Redis (shared by replicas) when a URL is given, this process's memory otherwise.
+    """Redis (shared by replicas) when a URL is given, this process's memory otherwise
+    (pruned on the event loop: see ``security.memory_store``).
     Redis is reached with redis-py, the client ``limits[redis]`` installs, through ``pool``
     when given: its owner can then close the connections (the storage has no close)."""
     if redis_url is None:
-        storage = storage_from_string("async+memory://")
-    else:
-        options: dict[str, Any] = {} if pool is None else {"connection_pool": pool}
-        storage = storage_from_string(
-            "async+" + redis_url, wrap_exceptions=True, implementation="redispy", **options
-        )
+        return LoopPrunedMemoryStorage()
+    options: dict[str, Any] = {} if pool is None else {"connection_pool": pool}
+    storage = storage_from_string(
+        "async+" + redis_url, wrap_exceptions=True, implementation="redispy", **options
+    )
     assert isinstance(storage, Storage)
     return storage
 
