@@ -8,6 +8,7 @@ than the caches (numpy releases the GIL inside the reduction), best of a few pas
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,3 +32,11 @@ def measure_read_bandwidth(threads: int, size: int = DEFAULT_BYTES, passes: int 
             elapsed = time.perf_counter() - start
             best = max(best, data.nbytes / elapsed)
     return best
+
+
+@functools.cache
+def planning_bandwidth(threads: int) -> float:
+    """``measure_read_bandwidth`` once per process: ``serve`` plans every model it serves
+    (and plans a model again on each reload), and each measurement allocates 512 MiB and
+    takes seconds on a busy machine."""
+    return measure_read_bandwidth(threads)

@@ -7,7 +7,7 @@ import re
 from dsdeploy.catalog.gpus import find_gpu
 from dsdeploy.errors import ConfigError
 from dsdeploy.hardware import Hardware
-from dsdeploy.memory_bandwidth import measure_read_bandwidth
+from dsdeploy.memory_bandwidth import planning_bandwidth
 from dsdeploy.planner.placement import Machine
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -25,11 +25,12 @@ def parse_size(text: str) -> int:
 def machine_for(
     hardware: Hardware, *, gpu: str | None, gpus: int | None, ram: str | None
 ) -> Machine:
-    """Probed numbers, overridden by the what-if flags; CPU bandwidth is measured here."""
+    """Probed numbers, overridden by the what-if flags; CPU bandwidth is measured here
+    (once per process)."""
     if gpus is not None and gpus < 1:
         raise ConfigError(f"--gpus must be at least 1, got {gpus}")
     ram_bytes = parse_size(ram) if ram else hardware.ram_available
-    bandwidth = measure_read_bandwidth(hardware.physical_cores)
+    bandwidth = planning_bandwidth(hardware.physical_cores)
     name = gpu or (hardware.gpus[0].name if hardware.gpus else "")
     if not name:
         if gpus:
