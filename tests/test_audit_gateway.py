@@ -156,7 +156,8 @@ def test_a_thousand_requests_leave_one_record_each_and_no_personal_data_anywhere
         if response.status_code >= 400:  # noqa: PLR2004
             error_bodies.append(response.text)
         assert response.headers["x-request-id"]
-    gateway.client.get("/health")
+    for probe in ("/health", "/health/live", "/health/ready"):
+        gateway.client.get(probe)
     rows = gateway.rows()
     assert len(rows) == 1000
     assert [row["status"] for row in rows] == statuses

@@ -5,8 +5,8 @@ audit, so a line exists for every answer — pipeline routes, refusals, 413s, un
 with what uvicorn's access line cannot have: the request id, the endpoint's name, the status
 actually sent, the duration to the last byte, the key id and the tokens. The route is the
 endpoint's name or the matched route's template, never the typed path (which may hold
-anything); a model the client made up is logged as ``unknown``. ``/health`` is left out, as
-in the audit: load balancers poll it every few seconds.
+anything); a model the client made up is logged as ``unknown``. The probes are left out,
+as in the audit: load balancers and orchestrators poll them every few seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from starlette.types import Scope
 
-from dsdeploy.gateway.audit import UNRECORDED_PATHS, micros, route_of
+from dsdeploy.gateway.audit import micros, route_of
+from dsdeploy.gateway.auth import PUBLIC_PATHS
 from dsdeploy.gateway.context import RequestContext
 
 log = logging.getLogger("dsdeploy.access")
@@ -35,7 +36,7 @@ class AccessLog:
         self.model_label = model_label
 
     async def record(self, ctx: RequestContext, scope: Scope) -> None:
-        if scope.get("path") in UNRECORDED_PATHS or not log.isEnabledFor(logging.INFO):
+        if scope.get("path") in PUBLIC_PATHS or not log.isEnabledFor(logging.INFO):
             return
         route = route_of(ctx, scope)
         timings = ctx.timings

@@ -3,8 +3,9 @@
 ``RequestContextMiddleware`` calls ``RequestAudit.record`` in its ``finally`` block, which
 every request passes whatever answers it (a route, a hook's refusal, the body cap, an
 unknown path, an error). The record is built from the request's context and queued for the
-background writer; the liveness probe ``/health`` is not recorded (load balancers poll it
-every few seconds; it carries no key and reaches no model).
+background writer; the probes (``/health``, ``/health/live``, ``/health/ready``) are not
+recorded: load balancers and orchestrators poll them every few seconds, and they carry no
+key and reach no model.
 
 The hook (``RequestAudit.hook``) reads stream events, so streamed answers' token counts are
 known too, and with ``content="redacted"`` keeps the prompt text until the record is
@@ -17,13 +18,13 @@ from typing import Any, Literal
 
 from starlette.types import Scope
 
+from dsdeploy.gateway.auth import PUBLIC_PATHS
 from dsdeploy.gateway.context import RequestContext
 from dsdeploy.gateway.hooks import Hook
 from dsdeploy.gateway.schemas import ModelRequest
 from dsdeploy.security.audit import AuditRecord, utc_now
 from dsdeploy.security.audit_writer import AuditWriter, Pending
 
-UNRECORDED_PATHS = frozenset({"/health"})
 TEXT_FIELDS = frozenset({"content", "text", "prompt", "input", "system", "instructions"})
 """Request fields that hold what the user wrote, in the OpenAI and Anthropic APIs."""
 
@@ -101,7 +102,7 @@ class RequestAudit:
         self.hooks: list[Hook] = [self.content] if self.content else []
 
     async def record(self, ctx: RequestContext, scope: Scope) -> None:
-        if scope.get("path") in UNRECORDED_PATHS:
+        if scope.get("path") in PUBLIC_PATHS:
             return
         raw = self.content.prompts.pop(ctx.id, None) if self.content else None
         await self.writer.put(Pending(record_of(ctx, scope), raw))
