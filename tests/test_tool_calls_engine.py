@@ -378,3 +378,53 @@ def test_anthropic_tool_result_turn_and_tool_choice_none(served: Served) -> None
     assert all(block.type == "text" for block in message.content)
     assert message.content[0].text.startswith("It is sunny")  # type: ignore[union-attr]
     assert message.stop_reason in ("end_turn", "max_tokens")
+
+
+OFFSET_ONLY = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "parameters": {
+                "type": "object",
+                "properties": {"offset": {"type": "integer", "const": 12345}},
+                "required": ["offset"],
+            },
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("served", FULL, indirect=True)
+def test_generated_arguments_stream_in_pieces_that_join_into_json(served: Served) -> None:
+    """The model writes the argument itself, token by token, held to the schema by the
+    engine's tool grammar (``required``, one call): the deltas carry the id once and
+    arguments that only joined make the JSON."""
+    whole = served.template.write([("get_time", {"offset": 12345})])
+    opening = whole[: whole.index("{") if "{" in whole else whole.index("12345")]
+    stream = served.openai.chat.completions.create(
+        model=served.name,
+        messages=[user(), {"role": "assistant", "content": opening}],
+        tools=OFFSET_ONLY,  # type: ignore[arg-type]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=96,
+        temperature=0,
+        stream=True,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False, "thinking": False}},
+    )
+    ids, pieces, finishes = [], [], []
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                assert call.index == 0
+                if call.id:
+                    ids.append(call.id)
+                if call.function and call.function.arguments:
+                    pieces.append(call.function.arguments)
+            if choice.finish_reason is not None:
+                finishes.append(choice.finish_reason)
+    assert len(ids) == 1
+    assert len(pieces) > 1, pieces
+    assert json.loads("".join(pieces)) == {"offset": 12345}
+    assert finishes == ["tool_calls"]
