@@ -2,29 +2,19 @@
 made to write an R1-shaped answer (a GBNF grammar allows only that text), llama-server's
 own parser cuts the thinking out, and clients get it in both fields, streamed or not.
 
-dsdeploy takes a model's chat template from its GGUF and has no option to replace it, so
-the engine here is the real adapter with ``--chat-template-file`` added to its argv."""
+The engine is the default model under R1's template (``tests.templated_engine``)."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from dsdeploy.engines.llamacpp import LlamaCppEngine
-from dsdeploy.engines.llamacpp_install import source_tree
-from dsdeploy.engines.llamacpp_locate import locate
-from dsdeploy.planner.launch_plan import LaunchPlan
-from dsdeploy.runtime.pool import EnginePool, ModelSpec
-from dsdeploy.runtime.supervisor import Supervisor
-from dsdeploy.settings import Settings
-from dsdeploy.store import Store
-from tests.threaded_gateway import StubGateway, stub_gateway
+from tests.templated_engine import templated_gateway
+from tests.threaded_gateway import StubGateway
 
 pytestmark = pytest.mark.engine
 
@@ -34,50 +24,12 @@ R1_OPENING_AGAIN = "<think>\\nLet me add 2 and 3.\\n</think>\\n\\nThe answer is 
 """A model that writes ``<think>`` itself too: llama-server keeps it in the reasoning."""
 
 
-@dataclass(frozen=True)
-class TemplatedEngine(LlamaCppEngine):
-    template: Path = Path()
-
-    def argv(self, socket_path: Path) -> list[str]:
-        return [*super().argv(socket_path), "--chat-template-file", str(self.template)]
-
-
 @pytest.fixture(scope="module")
 def r1_gateway(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubGateway]:
     folder = tmp_path_factory.mktemp("r1-engine")
-    settings = Settings()
-    store = Store(model_home / "data" / "models")
-    manifest = store.manifest("smollm2")
-    assert manifest is not None
-    gguf = store.weights_path(manifest)
-    engine = TemplatedEngine(
-        locate(settings.dirs, None, "auto").binary,
-        gguf,
-        "r1",
-        LaunchPlan(threads=2, ctx_per_slot=1024, parallel=1),
-        thinking="always",
-        template=source_tree(settings.dirs) / "models/templates/llama-cpp-deepseek-r1.jinja",
-    )
-
-    def make() -> Supervisor:
-        return Supervisor(
-            engine,
-            "r1",
-            folder / "engine.log",
-            ready_timeout_s=120,
-            backoff_max_s=1,
-            health_interval_s=5,
-            health_failures=3,
-            environ=os.environ,
-        )
-
-    pool = EnginePool(
-        [ModelSpec("r1", make, 2**28, slots=1, pinned=True, preload=True)],
-        budget_bytes=2**30,
-        keep_alive_s=None,
-        load_wait_s=120,
-    )
-    with stub_gateway(folder, pool=pool) as gateway:
+    with templated_gateway(
+        model_home, folder, "r1", "llama-cpp-deepseek-r1.jinja", "always"
+    ) as gateway:
         yield gateway
 
 

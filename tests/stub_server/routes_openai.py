@@ -113,9 +113,10 @@ async def complete(request: web.Request, flavour: Flavour) -> web.StreamResponse
     choices = int(body.get("n") or 1)
     head = {"id": new_id(flavour.id_prefix), "created": int(time.time())}
     head["model"] = body.get("model", "stub")
+    calls = tool_calls(request, body) if flavour is CHAT else None
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await stream(request, flavour, head, reply, choices, include_usage, script)
+        return await stream(request, flavour, head, reply, choices, include_usage, script, calls)
     text = await reply_text(request, reply)
     answers = [flavour.choice(i, text, reply.finish_reason) for i in range(choices)]
     if script is not None:
@@ -123,9 +124,25 @@ async def complete(request: web.Request, flavour: Flavour) -> web.StreamResponse
             answer["message"] = {"role": "assistant", "content": ""} | script.message(
                 0, reply.tokens
             )
+    if calls is not None:
+        for answer in answers:
+            answer["message"]["tool_calls"], answer["finish_reason"] = calls
     return web.json_response(
         {**head, "object": flavour.object, "choices": answers, "usage": usage(reply, choices)}
     )
+
+
+def tool_calls(request: web.Request, body: Body) -> tuple[list[Body], str] | None:
+    """The calls and finish reason ``--tool-calls`` gives a request that offers tools."""
+    kind = request.app[STUB].behaviour.tool_calls
+    tools = body.get("tools")
+    if kind is None or not tools:
+        return None
+    if kind == "empty":
+        return [], "tool_calls"
+    name = tools[0]["function"]["name"]
+    call = {"index": 0, "id": "call_stub", "type": "function"}
+    return [call | {"function": {"name": name, "arguments": "{}"}}], "stop"
 
 
 async def stream(
@@ -136,8 +153,10 @@ async def stream(
     choices: int,
     with_usage: bool,
     script: Script | None,
+    calls: tuple[list[Body], str] | None = None,
 ) -> web.StreamResponse:
-    """One chunk per choice per token, then each choice's finish, usage if asked, [DONE]."""
+    """One chunk per choice per token, then each choice's finish (with ``calls``, the tool
+    calls and their finish reason), usage if asked, [DONE]."""
     response = await open_stream(request)
     chunk = {**head, "object": flavour.chunk_object}
     if flavour.opening is not None:
@@ -153,6 +172,8 @@ async def stream(
             await send_event(response, {**chunk, "choices": [delta]})
     for i in range(choices):
         finish = flavour.delta(i, None, reply.finish_reason)
+        if calls is not None:
+            finish["delta"]["tool_calls"], finish["finish_reason"] = calls
         await send_event(response, {**chunk, "choices": [finish]})
     if with_usage:
         await send_event(response, {**chunk, "choices": [], "usage": usage(reply, choices)})

@@ -47,6 +47,13 @@ class Behaviour:
         default=None,
         metadata={"help": "cut <think>…</think> out of --echo into this field, as a parser"},
     )
+    tool_calls: str | None = field(
+        default=None,
+        metadata={
+            "help": "for chat requests with tools: 'empty' ends with finish_reason tool_calls "
+            "and an empty list (DeepSeek-V3#944); 'stop' calls the first tool and says stop"
+        },
+    )
     grow_mib: int = field(
         default=0, metadata={"help": "keep N MiB more resident with every request (a leak)"}
     )

@@ -28,6 +28,7 @@ from dsdeploy.gateway.routes_anthropic import PREFIX as ANTHROPIC_PREFIX
 from dsdeploy.gateway.routes_anthropic import anthropic_router
 from dsdeploy.gateway.routes_openai import openai_router
 from dsdeploy.gateway.routes_ops import ops_router
+from dsdeploy.gateway.tool_calls import ToolCallHook
 from dsdeploy.gateway.upstream import UpstreamPool
 from dsdeploy.settings import GatewaySettings, SecuritySettings
 
@@ -80,7 +81,9 @@ def create_app(
     allowlist = [ModelAllowlist()] if auth.keys is not None else []
     audit_hooks = audit.hooks if audit else ()
     reasoning = ReasoningHook(settings.reasoning_field)
-    app.state.hooks = Hooks([app.state.metrics, *allowlist, reasoning, *hooks, *audit_hooks])
+    app.state.hooks = Hooks(
+        [app.state.metrics, *allowlist, reasoning, ToolCallHook(), *hooks, *audit_hooks]
+    )
     # The last added runs first: context, network guard, CORS (a preflight carries no
     # key), auth, app.
     app.add_middleware(AuthMiddleware, config=auth, shapes=ERROR_SHAPES)
