@@ -12,6 +12,7 @@ from dsdeploy.cli import (
     audit,
     bench,
     cost,
+    deploy,
     doctor,
     engine,
     evaluate,
@@ -49,6 +50,7 @@ def build_app() -> typer.Typer:
     app.command("bench")(bench.bench)
     app.command("cost")(cost.cost)
     app.command("doctor")(doctor.doctor)
+    app.command("deploy")(deploy.deploy)
     app.command("keygen-weights")(weights.keygen_weights)
     app.command("encrypt")(weights.encrypt)
     app.command("decrypt")(weights.decrypt)

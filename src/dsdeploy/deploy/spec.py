@@ -49,6 +49,7 @@ class Serving:
     pipeline_parallel: int
     memory_bytes: int
     """Host memory one node's container or unit may use (the plan's RAM + the gateway)."""
+    weights_bytes: int
     summary: str
 
 
@@ -104,6 +105,7 @@ def llama_serving(plan: Plan, machine: Machine) -> Serving:
         tensor_parallel=1,
         pipeline_parallel=1,
         memory_bytes=layout.ram_bytes + GATEWAY_BYTES,
+        weights_bytes=layout.breakdown["weights"],
         summary=f"llama.cpp {layout.quant.name}, {layout.slots} slots × {layout.ctx_per_slot} "
         f"tokens{on_gpus}",
     )
@@ -121,6 +123,7 @@ def vllm_serving(entry: CatalogEntry, machine: Machine, nodes: int) -> Serving:
         tensor_parallel=launch.tensor_parallel,
         pipeline_parallel=launch.pipeline_parallel,
         memory_bytes=machine.gpu_count * VLLM_HOST_BYTES_PER_GPU + GATEWAY_BYTES,
+        weights_bytes=plan.memory["weights"],
         summary=f"vLLM {plan.vllm.weights.name} on {nodes} node(s) × {machine.gpu_count} × "
         f"{machine.gpu_name}, tensor parallel {launch.tensor_parallel} × pipeline parallel "
         f"{launch.pipeline_parallel}, up to {launch.ctx_per_slot} tokens per request",
