@@ -62,6 +62,8 @@ def build_app() -> typer.Typer:
     models_app.command("verify")(models.models_verify)
     models_app.command("check")(models.models_check)
     models_app.command("gc")(models.models_gc)
+    models_app.command("export")(models.models_export)
+    models_app.command("import")(models.models_import)
     app.add_typer(models_app, name="models")
 
     engine_app = typer.Typer(no_args_is_help=True, help="Install and list inference engines.")
