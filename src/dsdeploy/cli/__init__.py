@@ -51,6 +51,7 @@ def build_app() -> typer.Typer:
     app.command("cost")(cost.cost)
     app.command("doctor")(doctor.doctor)
     app.command("deploy")(deploy.deploy)
+    app.command("report")(deploy.report)
     app.command("keygen-weights")(weights.keygen_weights)
     app.command("encrypt")(weights.encrypt)
     app.command("decrypt")(weights.decrypt)

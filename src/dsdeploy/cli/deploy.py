@@ -1,13 +1,17 @@
-"""`dsdeploy deploy`: deployment files rendered from the plan and the settings."""
+"""`dsdeploy deploy` and `dsdeploy report`: deployment files rendered from the plan and the
+settings, and the deployment's report."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dsdeploy.cli.common import console, fail, load_settings
+from dsdeploy.deploy.report import render_report
+from dsdeploy.deploy.report_facts import gather
 from dsdeploy.deploy.spec import deploy_spec
 from dsdeploy.deploy.systemd import DEFAULT_BIN
 from dsdeploy.deploy.targets import TARGETS, Options, renderer, write_files
@@ -53,3 +57,30 @@ def deploy(
     console.print(f"{spec.model}: {spec.serving.summary}", highlight=False)
     for path in written:
         print(path)
+
+
+def report(
+    model: Annotated[
+        str, typer.Argument(help="Catalog name, model in the store, GGUF file or HF folder.")
+    ] = DEFAULT_MODEL,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the Markdown here (default: print it).")
+    ] = None,
+    gpu: Annotated[str | None, typer.Option(help="Plan for this GPU, e.g. 'H100'.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per machine.")] = None,
+    ram: Annotated[str | None, typer.Option(help="RAM per machine, e.g. 64G.")] = None,
+    ctx: Annotated[int | None, typer.Option(help="Context tokens per slot.")] = None,
+) -> None:
+    """Write a deployment report in Markdown (model card style): model and file hashes,
+    plan, measured quantization quality, security configuration, doctor findings."""
+    settings = load_settings()
+    library_path = tuple(Path(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p)
+    try:
+        text = render_report(gather(settings, model, WhatIf(gpu, gpus, ram, ctx), library_path))
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    if out is None:
+        print(text, end="")
+        return
+    out.write_text(text)
+    console.print(f"wrote {out}", highlight=False)
