@@ -77,6 +77,24 @@ def test_kubernetes_manifests_pass_the_api_schemas(case: str, tmp_path: Path) ->
         assert validators.kubernetes_stream(text) == [], name
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_kubernetes_objects_refer_to_each_other(case: str, tmp_path: Path) -> None:
+    """Service → pods, ServiceMonitor → Service and token, pods → Secret keys and PVC,
+    budget → pods: the custom resources' own schemas are not bundled, their wiring is
+    checked here."""
+    files = rendered(case, tmp_path)
+    documents = [
+        doc
+        for name, text in files.items()
+        if name.startswith("k8s/")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    assert validators.dangling(documents) == []
+    broken = [d for d in documents if d["kind"] != "Secret"]
+    assert any("is not rendered" in p for p in validators.dangling(broken))
+
+
 def test_validators_reject_broken_files(tmp_path: Path) -> None:
     """Each validator finds a planted fault, so a pass above means something."""
     files = rendered("cpu-smollm2", tmp_path, DSDEPLOY_BIN)

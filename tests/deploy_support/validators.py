@@ -86,3 +86,103 @@ def kubernetes(document: dict[str, Any]) -> list[str]:
 
 def kubernetes_stream(text: str) -> list[str]:
     return [e for doc in yaml.safe_load_all(text) if doc for e in kubernetes(doc)]
+
+
+Pods = list[tuple[dict[str, str], dict[str, Any]]]
+Objects = dict[str, list[dict[str, Any]]]
+
+
+def pod_specs(document: dict[str, Any]) -> Pods:
+    """The labels and spec of each pod template an object makes."""
+    if document["kind"] == "Deployment":
+        template = document["spec"]["template"]
+        return [(template["metadata"]["labels"], template["spec"])]
+    if document["kind"] == "LeaderWorkerSet":
+        # The LeaderWorkerSet controller labels each pod with its index in the group.
+        lws = document["spec"]["leaderWorkerTemplate"]
+        index = "leaderworkerset.sigs.k8s.io/worker-index"
+        return [
+            (lws[k]["metadata"]["labels"] | {index: i}, lws[k]["spec"])
+            for k, i in (("leaderTemplate", "0"), ("workerTemplate", "1"))
+        ]
+    return []
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def secret_keys(objects: Objects) -> set[tuple[str, str]]:
+    return {(s["metadata"]["name"], k) for s in objects.get("Secret", []) for k in s["stringData"]}
+
+
+def secret_refs(pod: dict[str, Any]) -> list[tuple[str, str]]:
+    found = [
+        (item["valueFrom"]["secretKeyRef"]["name"], item["valueFrom"]["secretKeyRef"]["key"])
+        for container in pod["containers"] + pod.get("initContainers", [])
+        for item in container.get("env", [])
+        if "valueFrom" in item
+    ]
+    for volume in pod["volumes"]:
+        if "secret" in volume:
+            name = volume["secret"]["secretName"]
+            found += [(name, item["key"]) for item in volume["secret"].get("items", [])]
+    return found
+
+
+def pod_problems(objects: Objects, pods: Pods) -> list[str]:
+    secrets = secret_keys(objects)
+    claims = {c["metadata"]["name"] for c in objects.get("PersistentVolumeClaim", [])}
+    problems = [
+        f"secret {ref} is not rendered"
+        for _, pod in pods
+        for ref in secret_refs(pod)
+        if ref not in secrets
+    ]
+    wanted = {
+        v["persistentVolumeClaim"]["claimName"]
+        for _, pod in pods
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    return problems + [f"volume claim {claim} is not rendered" for claim in wanted - claims]
+
+
+def service_problems(objects: Objects, pods: Pods) -> list[str]:
+    problems = []
+    for service in objects.get("Service", []):
+        chosen = [pod for labels, pod in pods if selects(service["spec"]["selector"], labels)]
+        ports = {p["name"] for pod in chosen for c in pod["containers"] for p in c.get("ports", [])}
+        if not chosen or any(p["targetPort"] not in ports for p in service["spec"]["ports"]):
+            problems.append(f"service {service['metadata']['name']} reaches no serving port")
+    for budget in objects.get("PodDisruptionBudget", []):
+        if not any(
+            selects(budget["spec"]["selector"]["matchLabels"], labels) for labels, _ in pods
+        ):
+            problems.append("the disruption budget covers no pod")
+    return problems
+
+
+def monitor_problems(objects: Objects) -> list[str]:
+    problems = []
+    for monitor in objects.get("ServiceMonitor", []):
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        services = [s for s in objects["Service"] if selects(selector, s["metadata"]["labels"])]
+        names = {p["name"] for s in services for p in s["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            if endpoint["port"] not in names:
+                problems.append(f"servicemonitor scrapes no service port {endpoint['port']}")
+            token = endpoint["bearerTokenSecret"]
+            if (token["name"], token["key"]) not in secret_keys(objects):
+                problems.append("servicemonitor's bearer token secret is not rendered")
+    return problems
+
+
+def dangling(documents: list[dict[str, Any]]) -> list[str]:
+    """References between the objects that lead nowhere: what the API server accepts one
+    object at a time but leaves a deployment that never serves or is never scraped."""
+    objects: Objects = {}
+    for doc in documents:
+        objects.setdefault(doc["kind"], []).append(doc)
+    pods = [p for doc in documents for p in pod_specs(doc)]
+    return pod_problems(objects, pods) + service_problems(objects, pods) + monitor_problems(objects)
