@@ -14,14 +14,21 @@ import pytest
 import yaml
 
 from tests.deploy_support import validators
-from tests.deploy_support.plans import CASES, KEY_PLACEHOLDER, render_all, spec_for
+from tests.deploy_support.plans import (
+    CASES,
+    KEY_PLACEHOLDER,
+    LINTED,
+    ONE_MACHINE,
+    render_all,
+    spec_for,
+)
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "deploy"
 DSDEPLOY_BIN = Path(sys.executable).parent / "dsdeploy"
 
 
 def rendered(case: str, tmp_path: Path, bin_path: Path | None = None) -> dict[str, str]:
-    spec = spec_for(CASES[case], tmp_path)
+    spec = spec_for(LINTED[case], tmp_path)
     files = render_all(spec, bin_path) if bin_path else render_all(spec)
     key = str((tmp_path / "weights.key").resolve())
     return {name: text.replace(key, KEY_PLACEHOLDER) for name, text in files.items()}
@@ -41,7 +48,7 @@ def test_rendered_files_match_their_snapshots(case: str, tmp_path: Path) -> None
         assert text == stored[name], f"{case}/{name} changed; see UPDATE_SNAPSHOTS"
 
 
-@pytest.mark.parametrize("case", ["cpu-smollm2", "gpu-7b"])
+@pytest.mark.parametrize("case", ONE_MACHINE)
 def test_dockerfiles_pass_hadolint(case: str, tmp_path: Path) -> None:
     for name, text in rendered(case, tmp_path).items():
         if name.endswith("Dockerfile"):
@@ -50,7 +57,7 @@ def test_dockerfiles_pass_hadolint(case: str, tmp_path: Path) -> None:
             assert validators.hadolint(path) == ""
 
 
-@pytest.mark.parametrize("case", ["cpu-smollm2", "gpu-7b"])
+@pytest.mark.parametrize("case", ONE_MACHINE)
 def test_compose_files_follow_the_compose_specification(case: str, tmp_path: Path) -> None:
     text = rendered(case, tmp_path)["compose/compose.yaml"]
     assert validators.compose(text) == ""
@@ -59,7 +66,7 @@ def test_compose_files_follow_the_compose_specification(case: str, tmp_path: Pat
     assert service["deploy"]["resources"]["limits"]["memory"].endswith("M")
 
 
-@pytest.mark.parametrize("case", ["cpu-smollm2", "gpu-7b"])
+@pytest.mark.parametrize("case", ONE_MACHINE)
 def test_systemd_units_verify_and_stay_hardened(case: str, tmp_path: Path) -> None:
     unit = tmp_path / "dsdeploy.service"
     unit.write_text(rendered(case, tmp_path, DSDEPLOY_BIN)["systemd/dsdeploy.service"])
@@ -68,7 +75,7 @@ def test_systemd_units_verify_and_stay_hardened(case: str, tmp_path: Path) -> No
     assert validators.systemd_exposure(unit, threshold=20) == ""
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", LINTED)
 def test_kubernetes_manifests_pass_the_api_schemas(case: str, tmp_path: Path) -> None:
     files = rendered(case, tmp_path)
     manifests = {name: text for name, text in files.items() if name.startswith("k8s/")}
@@ -77,7 +84,7 @@ def test_kubernetes_manifests_pass_the_api_schemas(case: str, tmp_path: Path) ->
         assert validators.kubernetes_stream(text) == [], name
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", LINTED)
 def test_kubernetes_objects_refer_to_each_other(case: str, tmp_path: Path) -> None:
     """Service → pods, ServiceMonitor → Service and token, pods → Secret keys and PVC,
     budget → pods: the custom resources' own schemas are not bundled, their wiring is

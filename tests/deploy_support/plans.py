@@ -45,7 +45,12 @@ CASES = {
     "gpu-7b": Case("deepseek-r1-distill-qwen-7b", "RTX 4090", 1, 64, weights_key=True),
     "multinode-671b": Case("deepseek-r1", "H100", 8, 512, nodes=2, weights_key=True),
 }
-SINGLE_MACHINE = ("docker", "compose", "systemd")
+LINTED = CASES | {
+    # llama.cpp with CUDA: 34 of 64 layers on the GPU, the rest in RAM.
+    "cuda-llamacpp-32b": Case("deepseek-r1-distill-qwen-32b", "RTX 4090", 1, 128),
+}
+"""Snapshots cover CASES; the validators also see the CUDA llama.cpp image."""
+ONE_MACHINE = [name for name, case in LINTED.items() if not case.nodes]
 
 
 def settings() -> Settings:
