@@ -65,3 +65,11 @@ def test_bad_input_is_one_line_and_a_failure(
     assert done.returncode != 0
     assert says in one_error_line(done.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(isolated_home: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_cli(isolated_home, "deploy", "compose", "--ram", "8G", "--out", str(blocker / "x"))
+    assert done.returncode == 1
+    assert "cannot write to" in one_error_line(done.stderr)

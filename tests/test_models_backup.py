@@ -95,3 +95,14 @@ def test_a_folder_that_is_not_an_export_is_refused(tmp_path: Path) -> None:
     done = run_cli(tmp_path / "home", "models", "import", str(tmp_path))
     assert done.returncode == 1
     assert "is not a dsdeploy export" in done.stderr
+
+
+def test_an_export_folder_that_cannot_be_made_is_one_line(
+    home_with_model: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_cli(home_with_model, "models", "export", "--to", str(blocker / "x"))
+    assert done.returncode == 1
+    assert "cannot export to" in done.stderr
+    assert "Traceback" not in done.stderr

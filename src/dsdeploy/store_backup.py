@@ -75,6 +75,13 @@ def export_blob(store: Store, blob: ExportedBlob, out: Path) -> bool:
 
 def export_models(store: Store, names: list[str], out: Path) -> Iterator[tuple[str, bool]]:
     """Export the named models (all when empty); yields each blob and whether it was copied."""
+    try:
+        yield from export_into(store, names, out)
+    except OSError as exc:
+        raise StoreError(f"cannot export to {out}: {exc.strerror}") from None
+
+
+def export_into(store: Store, names: list[str], out: Path) -> Iterator[tuple[str, bool]]:
     manifests = [store.get(name) for name in names or store.names()]
     if not manifests:
         raise StoreError("the store has no model to export; pull one first")
@@ -115,6 +122,13 @@ def check_blob(folder: Path, blob: ExportedBlob) -> None:
 
 def import_models(store: Store, folder: Path) -> list[str]:
     """Check every file of the export, then store them, then name the models."""
+    try:
+        return import_from(store, folder)
+    except OSError as exc:
+        raise StoreError(f"cannot import from {folder}: {exc.strerror}") from None
+
+
+def import_from(store: Store, folder: Path) -> list[str]:
     record = read_export(folder)
     for manifest in record.models:
         present = store.manifest(manifest.name)

@@ -82,5 +82,9 @@ def report(
     if out is None:
         print(text, end="")
         return
-    out.write_text(text)
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot write {out}: {exc.strerror}", highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"wrote {out}", highlight=False)

@@ -76,14 +76,18 @@ def renderer(target: str) -> Callable[[DeploySpec, Options], dict[str, str]]:
 
 def write_files(out: Path, rendered: dict[str, str]) -> list[Path]:
     """Each file replaced whole; a secret is created 0600 before a byte is written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in rendered.items():
-        path = out / name
-        mode = 0o600 if name in PRIVATE_FILES else 0o644
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        written.append(path)
-    return written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return [
+            write_file(out / name, text, name in PRIVATE_FILES) for name, text in rendered.items()
+        ]
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {out}: {exc.strerror}; choose another --out") from None
+
+
+def write_file(path: Path, text: str, private: bool) -> Path:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
