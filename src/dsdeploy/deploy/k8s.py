@@ -9,6 +9,7 @@ draining) before its gateway drains the requests in flight."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from dsdeploy.deploy.k8s_lws import leader_worker_set
@@ -16,6 +17,7 @@ from dsdeploy.deploy.k8s_monitoring import monitoring
 from dsdeploy.deploy.k8s_pod import NAME, PVC, SECRET, gateway_container, labels, pod_spec
 from dsdeploy.deploy.spec import DeploySpec
 from dsdeploy.deploy.templating import dump_yaml
+from dsdeploy.errors import ConfigError
 from dsdeploy.settings import Settings
 
 DNS_AND_HTTPS = [
@@ -107,13 +109,20 @@ def network_policy(spec: DeploySpec) -> dict[str, Any]:
     }
 
 
+def read_key(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --weights-key {path}: {exc.strerror}") from None
+
+
 def secret(spec: DeploySpec, settings: Settings) -> dict[str, Any]:
     """Written to its own file (mode 0600), to keep out of version control."""
     security = settings.security
     token = security.metrics_token
     data = {"metrics-token": token.get_secret_value() if token else secrets.token_urlsafe(32)}
     if spec.weights_key is not None:
-        data["weights-key"] = spec.weights_key.read_text().strip()
+        data["weights-key"] = read_key(spec.weights_key)
     if security.db_url:
         data["db-url"] = security.db_url
     if security.redis_url:
