@@ -1,4 +1,4 @@
-"""The Grafana dashboard shipped in deploy/grafana draws only metrics the gateway exports:
+"""The Grafana dashboard shipped in src/dsdeploy/deploy draws only metrics the gateway exports:
 every metric name in its PromQL is in a real /metrics answer (GPU metrics from the
 NVML stand-in, as no GPU is present here)."""
 
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fake_nvml import FakeNvml
 from tests.threaded_gateway import stub_gateway
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dsdeploy.json"
+DASHBOARD = Path(__file__).resolve().parents[1] / "src/dsdeploy/deploy/grafana-dashboard.json"
 METRIC_NAME = re.compile(r"\b(?:dsdeploy|process)_[a-z0-9_]+\b")
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
 

@@ -93,3 +93,32 @@ def test_what_vllm_cannot_serve_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="serves one model"):
         check_vllm_models([other, other.model_copy(update={"name": "c"})])
     check_vllm_models([other])
+
+
+@pytest.mark.anyio
+async def test_nodes_setting_spreads_the_stages_over_the_ray_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the LeaderWorkerSet's leader sets (DSDEPLOY_NODES, RAY_ADDRESS) reaches vLLM."""
+    monkeypatch.setenv("DSDEPLOY_NODES", "2")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    settings = Settings()
+    store = Store(settings.dirs.models)
+    manifest = stored_model(store, NAME, checkpoint(), "safetensors")
+    record = tmp_path / "starts.jsonl"
+    program = (str(launcher(tmp_path, record)), "serve")
+    spec = vllm_model_spec(
+        settings, store, manifest, program, HARDWARE, Console(file=io.StringIO())
+    )
+    supervisor = spec.make_supervisor()
+    await supervisor.start()
+    try:
+        (start,) = recorded_starts(record)
+    finally:
+        await supervisor.stop()
+    argv, env = start["argv"], start["env"]
+    assert isinstance(argv, list) and isinstance(env, dict)
+    given = flags(argv)
+    assert given["--tensor-parallel-size"] == "1" and given["--pipeline-parallel-size"] == "2"
+    assert given["--distributed-executor-backend"] == "ray"
+    assert env["RAY_ADDRESS"] == "127.0.0.1:6379"

@@ -83,6 +83,7 @@ def vllm_model_spec(
     launch, plan = plan_vllm_serving(
         entry,
         machine,
+        nodes=settings.engine.nodes,
         weights=weights,
         ctx_size=settings.engine.ctx_size,
         parallel=settings.engine.parallel,

@@ -113,6 +113,14 @@ class EngineSettings(BaseSettings):
     build_jobs: int | None = Field(
         None, ge=1, description="Parallel compile jobs for engine builds (default: all cores)."
     )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Machines like this one a vLLM model is spread over: this node's GPUs "
+        "split each layer (tensor parallel), the layers are cut into one stage per node "
+        "(pipeline parallel) and the other nodes join this one's Ray cluster (RAY_ADDRESS).",
+    )
     threads: int | None = Field(
         None, ge=1, le=1024, description="Engine threads for generation (default: from hardware)."
     )

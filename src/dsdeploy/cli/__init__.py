@@ -12,6 +12,7 @@ from dsdeploy.cli import (
     audit,
     bench,
     cost,
+    deploy,
     doctor,
     engine,
     evaluate,
@@ -49,6 +50,8 @@ def build_app() -> typer.Typer:
     app.command("bench")(bench.bench)
     app.command("cost")(cost.cost)
     app.command("doctor")(doctor.doctor)
+    app.command("deploy")(deploy.deploy)
+    app.command("report")(deploy.report)
     app.command("keygen-weights")(weights.keygen_weights)
     app.command("encrypt")(weights.encrypt)
     app.command("decrypt")(weights.decrypt)
@@ -60,6 +63,8 @@ def build_app() -> typer.Typer:
     models_app.command("verify")(models.models_verify)
     models_app.command("check")(models.models_check)
     models_app.command("gc")(models.models_gc)
+    models_app.command("export")(models.models_export)
+    models_app.command("import")(models.models_import)
     app.add_typer(models_app, name="models")
 
     engine_app = typer.Typer(no_args_is_help=True, help="Install and list inference engines.")

@@ -21,6 +21,7 @@ from dsdeploy.pull import pull as pull_model
 from dsdeploy.pull import target
 from dsdeploy.sources import PullOptions
 from dsdeploy.store import Store
+from dsdeploy.store_backup import export_models, import_models
 
 
 def pull(
@@ -161,3 +162,38 @@ def models_gc() -> None:
     except DsdeployError as exc:
         raise fail(exc) from None
     console.print(f"removed {len(removed)} unused file(s), {sum(removed.values()) / 2**20:.1f} MiB")
+
+
+def models_export(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to export (default: all).")
+    ] = None,
+    to: Annotated[Path, typer.Option(help="Folder to export to (made if missing).")] = Path(
+        "dsdeploy-export"
+    ),
+) -> None:
+    """Copy models and a manifest of their sha256 hashes to a folder (a backup disk, a
+    mount); exporting again to the same folder copies only what is missing."""
+    store = Store(load_settings().dirs.models)
+    copied = kept = 0
+    try:
+        for _, was_copied in export_models(store, names or [], to):
+            copied += was_copied
+            kept += not was_copied
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    console.print(f"exported to {to}: {copied} file(s) copied, {kept} already there and verified")
+
+
+def models_import(
+    folder: Annotated[Path, typer.Argument(help="A folder made by `dsdeploy models export`.")],
+) -> None:
+    """Restore models from an export, every file checked against its sha256 first."""
+    settings = load_settings()
+    try:
+        with admin_audit(settings) as note:
+            names = import_models(Store(settings.dirs.models), folder)
+            note("models.imported", ", ".join(names))
+    except DsdeployError as exc:
+        raise fail(exc) from None
+    console.print(f"imported {', '.join(names)} from {folder}, every file verified")

@@ -9,13 +9,9 @@ from rich.console import Console
 
 from dsdeploy.cli.common import fail, load_settings
 from dsdeploy.errors import DsdeployError
-from dsdeploy.eval.quant_results import load_quant_eval
 from dsdeploy.hardware import probe
-from dsdeploy.planner.machine import check_ctx, machine_for
-from dsdeploy.planner.measured import add_measured_quality
-from dsdeploy.planner.plan import Asked, make_plan
 from dsdeploy.planner.render import plan_json, show_hardware, show_plan
-from dsdeploy.planner.subject import plan_subject
+from dsdeploy.planning import WhatIf, plan_for
 
 
 def hw() -> None:
@@ -38,10 +34,7 @@ def plan(
     """Say how to run a model here (or on a what-if machine), each choice with its reason."""
     settings = load_settings()
     try:
-        entry, quants = plan_subject(model)
-        machine = machine_for(probe(settings.dirs.data), gpu=gpu, gpus=gpus, ram=ram)
-        chosen = make_plan(entry, machine, Asked(ctx=check_ctx(ctx), quants=quants))
-        add_measured_quality(chosen, load_quant_eval(settings.dirs, entry.name))
+        _, _, chosen = plan_for(settings, model, WhatIf(gpu, gpus, ram, ctx))
     except DsdeployError as exc:
         raise fail(exc) from None
     if json_output:
