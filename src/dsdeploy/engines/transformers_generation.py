@@ -76,7 +76,7 @@ class ContinuousGenerator:
     def __init__(self, model: Any, eos: list[int], batch: BatchShape) -> None:
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
-        config = GenerationConfig(
+        config = GenerationConfig(  # type: ignore[no-untyped-call]
             do_sample=True,
             # A temperature other than 1 makes the manager build its per-request warper.
             temperature=0.7,
@@ -172,7 +172,7 @@ class SequentialGenerator:
 
         tokens: list[int] = []
 
-        class Relay(BaseStreamer):  # type: ignore[misc]
+        class Relay(BaseStreamer):
             """Hands each new token to the event loop; the prompt comes first and is skipped."""
 
             def __init__(self) -> None:
@@ -188,7 +188,7 @@ class SequentialGenerator:
             def end(self) -> None:
                 pass
 
-        class Cancelled(StoppingCriteria):  # type: ignore[misc]
+        class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
