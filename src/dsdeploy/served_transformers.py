@@ -62,6 +62,7 @@ def transformers_model_spec(
         machine_for(hardware, gpu=None, gpus=None, ram=None),
         ctx_size=settings.engine.ctx_size,
         parallel=settings.engine.parallel,
+        threads=settings.engine.threads,
     )
     plan = launch.plan
     seqs = f"{plan.parallel} sequences" if servable.batching == "continuous" else "1 at a time"

@@ -134,10 +134,13 @@ def create_app(loaded: Loaded) -> Starlette:
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The model's end-of-sequence tokens and the tokenizer's: checkpoints whose config was
+    written apart from their tokenizer disagree, and either one ends the answer."""
     found = model.generation_config.eos_token_id
-    if found is None:
-        found = tokenizer.eos_token_id
-    return [found] if isinstance(found, int) else list(found or [])
+    ids = [found] if isinstance(found, int) else list(found or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
 
 
 def load(options: argparse.Namespace) -> Loaded:

@@ -47,6 +47,7 @@ def plan_transformers_serving(
     *,
     ctx_size: int | None = None,
     parallel: int | None = None,
+    threads: int | None = None,
 ) -> TransformersLaunch:
     """Raises ``ConfigError`` when the weights and the asked context do not fit."""
     gpu = machine.gpu_count > 0
@@ -66,7 +67,7 @@ def plan_transformers_serving(
             f"{'the GPU' if gpu else 'RAM'} has {room / GIB:.1f} GiB: lower --ctx-size or "
             "--parallel, or serve a GGUF with --engine llama.cpp"
         )
-    plan = LaunchPlan(threads=machine.physical_cores, ctx_per_slot=ctx, parallel=seqs)
+    plan = LaunchPlan(threads or machine.physical_cores, ctx_per_slot=ctx, parallel=seqs)
     return TransformersLaunch(
         plan,
         device="cuda" if gpu else "cpu",
