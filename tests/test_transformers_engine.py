@@ -14,9 +14,9 @@ from pathlib import Path
 
 import openai
 import pytest
+from benchmarks.tiny_checkpoints import ARCHITECTURES
 from rich.console import Console
 
-from benchmarks.tiny_checkpoints import ARCHITECTURES
 from dsdeploy.engines.llamacpp_install import source_tree
 from dsdeploy.hardware import Hardware
 from dsdeploy.modelfile import ModelInfo
@@ -92,7 +92,10 @@ def test_each_tiny_architecture_answers_the_openai_client(
 ) -> None:
     name = f"tiny-{architecture}"
     answer = client.chat.completions.create(
-        model=name, messages=QUESTION, max_tokens=4, temperature=0  # type: ignore[arg-type]
+        model=name,
+        messages=QUESTION,
+        max_tokens=4,
+        temperature=0,  # type: ignore[arg-type]
     )
     assert answer.model == name
     (choice,) = answer.choices
@@ -131,7 +134,9 @@ def test_each_tiny_architecture_streams_to_the_openai_client(
 
 def test_r1_thinking_is_split_from_the_answer_by_the_gateway(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
-        model="tiny-r1", messages=QUESTION, max_tokens=64  # type: ignore[arg-type]
+        model="tiny-r1",
+        messages=QUESTION,
+        max_tokens=64,  # type: ignore[arg-type]
     )
     message = answer.choices[0].message.model_dump()
     assert message["reasoning_content"] == message["reasoning"] == THOUGHT
@@ -170,7 +175,9 @@ def test_a_stop_string_ends_the_answer_before_it(client: openai.OpenAI) -> None:
 
 def test_max_tokens_cuts_the_answer_with_finish_reason_length(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
-        model="tiny-r1", messages=QUESTION, max_tokens=3  # type: ignore[arg-type]
+        model="tiny-r1",
+        messages=QUESTION,
+        max_tokens=3,  # type: ignore[arg-type]
     )
     assert answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 3
@@ -180,7 +187,9 @@ def test_max_tokens_cuts_the_answer_with_finish_reason_length(client: openai.Ope
 def test_requests_batched_together_each_get_their_whole_answer(client: openai.OpenAI) -> None:
     def ask(_: int) -> str | None:
         answer = client.chat.completions.create(
-            model="tiny-r1", messages=QUESTION, max_tokens=64  # type: ignore[arg-type]
+            model="tiny-r1",
+            messages=QUESTION,
+            max_tokens=64,  # type: ignore[arg-type]
         )
         return answer.choices[0].message.content
 
