@@ -18,8 +18,8 @@ from benchmarks.tiny_checkpoints import ARCHITECTURES
 from rich.console import Console
 
 from dsdeploy.engines.llamacpp_install import source_tree
-from dsdeploy.hardware import Hardware
 from dsdeploy.modelfile import ModelInfo
+from dsdeploy.planner.placement import Machine
 from dsdeploy.runtime.pool import EnginePool
 from dsdeploy.served_transformers import transformers_model_spec
 from dsdeploy.settings import EngineSettings, Settings
@@ -29,7 +29,7 @@ from tests.threaded_gateway import StubGateway, stub_gateway
 from tests.transformers_checkpoints import rigged_checkpoint, transformers_checkpoint
 
 GIB = 2**30
-HARDWARE = Hardware(2, 2, 16 * GIB, 12 * GIB)
+CPU_ONLY = Machine(ram_available=12 * GIB, physical_cores=2, cpu_bandwidth=20e9)
 PROMPT_END = "<｜Assistant｜><think>\n"
 """Where DeepSeek-R1's template leaves the prompt: the answer starts inside the thought."""
 THOUGHT = "Adding two and three gives five.\n"
@@ -72,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubGateway]:
     console = Console(file=io.StringIO())
     specs = [
         transformers_model_spec(
-            settings, store, store_checkpoint(store, name, folder), HARDWARE, console, pinned=False
+            settings, store, store_checkpoint(store, name, folder), CPU_ONLY, console, pinned=False
         )
         for name, folder in folders.items()
     ]

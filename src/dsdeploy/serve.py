@@ -26,7 +26,7 @@ from dsdeploy.gateway.limits import LimitsHook
 from dsdeploy.gateway.server import GatewayServer, uvicorn_config
 from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
-from dsdeploy.planner.machine import parse_size
+from dsdeploy.planner.machine import machine_for, parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
 from dsdeploy.runtime.reload import ReloadOutcome
@@ -132,11 +132,12 @@ def prepare_transformers(
 ) -> EnginePool:
     """Checkpoints on the transformers engine, each checked and planned before any starts."""
     hardware = probe(settings.dirs.data)
+    machine = machine_for(hardware, gpu=None, gpus=None, ram=None)
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
     single = len(manifests) == 1
     specs = [
         transformers_model_spec(
-            settings, store, m, hardware, console, pinned=single or m.name in settings.serving.pin
+            settings, store, m, machine, console, pinned=single or m.name in settings.serving.pin
         )
         for m in manifests
     ]

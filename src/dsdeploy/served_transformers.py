@@ -14,12 +14,11 @@ from rich.console import Console
 from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.engines.transformers_support import check_checkpoint
 from dsdeploy.errors import ConfigError
-from dsdeploy.hardware import Hardware
 from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.model.thinking import name_thinking
 from dsdeploy.modelfile_hf import read_hf_layout
 from dsdeploy.planner.launch_transformers import plan_transformers_serving
-from dsdeploy.planner.machine import machine_for
+from dsdeploy.planner.placement import Machine
 from dsdeploy.runtime.pool import ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
 from dsdeploy.settings import Settings
@@ -44,7 +43,7 @@ def transformers_model_spec(
     settings: Settings,
     store: Store,
     manifest: Manifest,
-    hardware: Hardware,
+    machine: Machine,
     console: Console,
     *,
     pinned: bool,
@@ -59,7 +58,7 @@ def transformers_model_spec(
         layout.architecture,
         layout.weight_bytes,
         float32,
-        machine_for(hardware, gpu=None, gpus=None, ram=None),
+        machine,
         ctx_size=settings.engine.ctx_size,
         parallel=settings.engine.parallel,
         threads=settings.engine.threads,

@@ -95,7 +95,7 @@ def check_checkpoint(folder: Path) -> Servable:
             f"transformers has no text-generation model for architecture {model_type or '?'!r} "
             f"of {folder.name}; serve a GGUF of it with --engine llama.cpp"
         )
-    if model_type == "deepseek_v4" and "layer_types" not in config:
+    if model_type == "deepseek_v4" and "compress_ratios" in config:
         raise ConfigError(
             f"{folder.name} is in DeepSeek's released V4 layout (FP4 experts, "
             "compress_ratios), which transformers does not load; serve a GGUF of it with "
