@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +156,7 @@ async def stream_answer(
     completion: Completion,
     prompt_tokens: int,
     include_usage: bool,
-    tokens: AsyncIterator[list[int]],
+    tokens: AsyncGenerator[list[int], None],
 ) -> AsyncIterator[bytes]:
     """Server-sent events as OpenAI streams them: the role, content deltas, the finish
     reason, the usage (its own chunk when asked for, else on the last one, where the gateway
@@ -185,6 +185,8 @@ async def stream_answer(
         error = {"error": {"message": str(exc)[:500], "type": "server_error", "code": 500}}
         yield b"data: " + json.dumps(error).encode() + b"\n\n"
         return
+    finally:
+        await tokens.aclose()  # a client gone or a stop string: the request is cancelled
     if len(completion.text) > sent:
         yield event({"content": completion.text[sent:]})
     usage = completion.usage(prompt_tokens)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,7 +53,7 @@ class BatchShape:
 
 
 class Generator(Protocol):
-    def stream(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[list[int]]:
+    def stream(self, prompt: list[int], sampling: Sampling) -> AsyncGenerator[list[int], None]:
         """The request's generated tokens so far, each time they grow; stops early (and the
         request is cancelled) when the caller stops iterating. Raises ``RuntimeError``
         when generation fails."""
@@ -99,7 +99,9 @@ class ContinuousGenerator:
         self.manager.start()
         self.counter = 0
 
-    async def stream(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[list[int]]:
+    async def stream(
+        self, prompt: list[int], sampling: Sampling
+    ) -> AsyncGenerator[list[int], None]:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self.counter += 1
         request_id = f"r{self.counter}"
@@ -139,7 +141,9 @@ class SequentialGenerator:
         # One thread: requests take turns, and torch's own threads do the matrix math.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="generate")
 
-    async def stream(self, prompt: list[int], sampling: Sampling) -> AsyncIterator[list[int]]:
+    async def stream(
+        self, prompt: list[int], sampling: Sampling
+    ) -> AsyncGenerator[list[int], None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         cancelled = threading.Event()

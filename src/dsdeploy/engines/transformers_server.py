@@ -110,7 +110,7 @@ def chat_route(loaded: Loaded) -> Route:
         except RuntimeError as exc:
             return error(500, f"generation failed: {str(exc)[:500]}")
         finally:
-            await tokens.aclose()  # type: ignore[attr-defined]
+            await tokens.aclose()
         return JSONResponse(answer(loaded.alias, completion, len(prompt)))
 
     return Route("/v1/chat/completions", chat, methods=["POST"])
