@@ -78,7 +78,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubGateway]:
     ]
     pool = EnginePool(specs, budget_bytes=12 * GIB, keep_alive_s=None, load_wait_s=300)
     with stub_gateway(work, pool=pool) as gateway:
+        # Every engine starts at once (each loads torch: tens of seconds on a busy machine).
+        client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key="unused", timeout=300)
+        with ThreadPoolExecutor(len(folders)) as starting:
+            list(starting.map(lambda name: first_answer(client, name), folders))
         yield gateway
+
+
+def first_answer(client: openai.OpenAI, name: str) -> None:
+    client.chat.completions.create(model=name, messages=QUESTION, max_tokens=1)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
