@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from benchmarks.tiny_checkpoints import ARCHITECTURES
@@ -25,8 +27,11 @@ from dsdeploy.served_transformers import transformers_model_spec
 from dsdeploy.settings import EngineSettings, Settings
 from dsdeploy.store import HashingWriter, Manifest, Store, StoredFile
 from tests.conftest import SHARED_CACHE
+from tests.test_reasoning_engine import ask, r1_gateway
 from tests.threaded_gateway import StubGateway, stub_gateway
 from tests.transformers_checkpoints import rigged_checkpoint, transformers_checkpoint
+
+__all__ = ["r1_gateway"]
 
 GIB = 2**30
 CPU_ONLY = Machine(ram_available=12 * GIB, physical_cores=2, cpu_bandwidth=20e9)
@@ -203,3 +208,38 @@ def test_requests_batched_together_each_get_their_whole_answer(client: openai.Op
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(ask, range(4))) == [ANSWER] * 4
+
+
+def split(response: httpx.Response, stream: bool) -> tuple[str, str, str]:
+    """(reasoning_content, reasoning, content) of an answer, streamed or not."""
+    assert response.status_code == 200, response.text
+    if not stream:
+        message = response.json()["choices"][0]["message"]
+        return message["reasoning_content"], message["reasoning"], message["content"]
+    chunks = [
+        json.loads(line[6:])
+        for line in response.text.split("\n")
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    fields = ("reasoning_content", "reasoning", "content")
+    joined = ["".join(d.get(f) or "" for d in deltas) for f in fields]
+    return joined[0], joined[1], joined[2]
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("stream", [False, True])
+def test_llama_cpp_and_transformers_split_the_same_r1_answer_alike(
+    r1_gateway: StubGateway, served: StubGateway, stream: bool
+) -> None:
+    """The same answer under the same R1 template: forced by a grammar in llama-server
+    (which parses it), written by the rigged checkpoint in transformers (the gateway
+    parses it)."""
+    grammar_text = R1_OUTPUT.replace("\n", "\\n")
+    via_llama = split(ask(r1_gateway, grammar_text, stream), stream)
+    body: dict[str, object] = {"model": "tiny-r1", "messages": QUESTION, "max_tokens": 64}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    url = f"{served.base_url}/v1/chat/completions"
+    via_transformers = split(httpx.post(url, json=body, timeout=300), stream)
+    assert via_llama == via_transformers == (THOUGHT, THOUGHT, ANSWER)
