@@ -51,7 +51,7 @@ def transformers_model_spec(
     """Check and plan one checkpoint (printing what was chosen) and say how to start it."""
     check_transformers_model(manifest)
     folder = store.materialize(manifest).entry
-    servable = check_checkpoint(folder)
+    servable = check_checkpoint(folder, manifest.name)
     layout = read_hf_layout(folder)
     float32 = max(layout.tensor_types, key=layout.tensor_types.__getitem__, default="") == "F32"
     launch = plan_transformers_serving(

@@ -67,7 +67,7 @@ def transformers(launch: ModelLaunch) -> Engine:
         raise ConfigError(
             "the transformers engine needs its launch plan (plan_transformers_serving)"
         )
-    servable = check_checkpoint(launch.model_path)
+    servable = check_checkpoint(launch.model_path, launch.alias)
     return TransformersEngine(
         launch.model_path, launch.alias, launch.transformers, servable.batching, launch.thinking
     )

@@ -69,7 +69,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def chat_template(folder: Path) -> str:
+def chat_template(folder: Path, name: str) -> str:
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text()
@@ -77,37 +77,38 @@ def chat_template(folder: Path) -> str:
     template = default_template(read_json(settings)) if settings.is_file() else None
     if template is None:
         raise ConfigError(
-            f"{folder.name} has no chat template (tokenizer_config.json or "
+            f"{name} has no chat template (tokenizer_config.json or "
             "chat_template.jinja): the transformers engine answers chat completions only"
         )
     return template
 
 
-def check_checkpoint(folder: Path) -> Servable:
-    """What the engine will do with ``folder``; ``ConfigError`` saying what is missing or
-    unsupported otherwise."""
+def check_checkpoint(folder: Path, name: str | None = None) -> Servable:
+    """What the engine will do with ``folder`` (the model ``name``, by default the folder's);
+    ``ConfigError`` saying what is missing or unsupported otherwise."""
+    name = name or folder.name
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"{folder.name} has no config.json: it is not a transformers checkpoint")
+        raise ConfigError(f"{name} has no config.json: it is not a transformers checkpoint")
     config = read_json(folder / "config.json")
     model_type = str(config.get("model_type", ""))
     if model_type not in causal_lm_types():
         raise ConfigError(
             f"transformers has no text-generation model for architecture {model_type or '?'!r} "
-            f"of {folder.name}; serve a GGUF of it with --engine llama.cpp"
+            f"of {name}; serve a GGUF of it with --engine llama.cpp"
         )
     if model_type == "deepseek_v4" and "compress_ratios" in config:
         raise ConfigError(
-            f"{folder.name} is in DeepSeek's released V4 layout (FP4 experts, "
+            f"{name} is in DeepSeek's released V4 layout (FP4 experts, "
             "compress_ratios), which transformers does not load; serve a GGUF of it with "
             "--engine llama.cpp"
         )
     if not any(folder.glob("*.safetensors")):
-        raise ConfigError(f"{folder.name} has no .safetensors weights: pull them again")
+        raise ConfigError(f"{name} has no .safetensors weights: pull them again")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise ConfigError(f"{folder.name} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
+        raise ConfigError(f"{name} has no tokenizer ({' or '.join(TOKENIZER_FILES)})")
     try:
-        render(chat_template(folder), PROBE)
+        render(chat_template(folder, name), PROBE)
     except StoreError as exc:
-        raise ConfigError(f"{folder.name}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
     batching, why = batching_for(config)
     return Servable(model_type, batching, why)
