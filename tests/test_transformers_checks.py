@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from benchmarks.tiny_checkpoints import ARCHITECTURES, build_checkpoint
 
+from dsdeploy.bench.launch import free_port
 from dsdeploy.engines.transformers import TransformersEngine
 from dsdeploy.engines.transformers_support import batching_for, check_checkpoint
 from dsdeploy.errors import ConfigError
@@ -19,6 +20,7 @@ from dsdeploy.planner.launch_transformers import plan_transformers_serving
 from dsdeploy.planner.placement import Machine
 from dsdeploy.served_transformers import check_transformers_model
 from dsdeploy.store import Manifest, StoredFile
+from tests.conftest import run_cli
 
 GIB = 2**30
 TEMPLATE = (
@@ -167,3 +169,15 @@ def test_a_gpu_plan_computes_in_bf16_on_cuda(tiny: dict[str, Path]) -> None:
     launch = plan_transformers_serving(layout.architecture, layout.weight_bytes, True, h200)
     assert (launch.device, launch.dtype) == ("cuda", "bfloat16")
     assert launch.plan.ctx_per_slot == 4096 and launch.max_batch_tokens == 2048
+
+
+def test_serve_refuses_a_checkpoint_it_cannot_load_in_one_line(
+    tiny: dict[str, Path], isolated_home: Path
+) -> None:
+    pulled = run_cli(isolated_home, "pull", str(tiny["deepseek-v4"]), "--name", "v4-release")
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    port = str(free_port())
+    done = run_cli(isolated_home, "serve", "--engine", "transformers", "v4-release", "--port", port)
+    assert done.returncode != 0
+    assert "error: v4-release is in DeepSeek's released V4 layout" in done.stderr
+    assert "Traceback" not in done.stderr and "engine-" not in done.stderr
