@@ -243,3 +243,11 @@ def test_llama_cpp_and_transformers_split_the_same_r1_answer_alike(
     url = f"{served.base_url}/v1/chat/completions"
     via_transformers = split(httpx.post(url, json=body, timeout=300), stream)
     assert via_llama == via_transformers == (THOUGHT, THOUGHT, ANSWER)
+
+
+def test_the_engines_own_request_counts_reach_the_gateways_metrics(served: StubGateway) -> None:
+    text = httpx.get(f"{served.base_url}/metrics", timeout=60).text
+    for architecture in ("r1", "deepseek-v3"):
+        labels = f'{{model="tiny-{architecture}"}}'
+        assert f"dsdeploy_engine_slots_busy{labels} 0.0" in text
+        assert f"dsdeploy_engine_requests_deferred{labels} 0.0" in text

@@ -84,6 +84,8 @@ class TransformersEngine:
     def __post_init__(self) -> None:
         capabilities = EngineCapabilities(
             completions=False,
+            max_choices=1,
+            metrics_path="/metrics",
             reasoning=ReasoningOutput(self.thinking) if self.thinking is not None else None,
         )
         object.__setattr__(self, "capabilities", capabilities)

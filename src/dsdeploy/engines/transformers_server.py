@@ -17,13 +17,13 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dsdeploy.engines.transformers_chat import (
@@ -45,6 +45,24 @@ from dsdeploy.model.chat_render import render
 log = logging.getLogger("dsdeploy.transformers")
 
 
+@dataclass
+class Load:
+    """Requests in the engine, for ``/metrics``: as many as the batch holds run (one for
+    ``generate()``), the rest wait in the engine's queue."""
+
+    batch: int
+    requests: int = 0
+
+    def exposition(self) -> str:
+        running = min(self.requests, self.batch)
+        return (
+            "# TYPE transformers:requests_running gauge\n"
+            f"transformers:requests_running {running}\n"
+            "# TYPE transformers:requests_waiting gauge\n"
+            f"transformers:requests_waiting {self.requests - running}\n"
+        )
+
+
 @dataclass(frozen=True)
 class Loaded:
     alias: str
@@ -53,6 +71,7 @@ class Loaded:
     eos: frozenset[int]
     generator: Generator
     max_model_len: int
+    load: Load
 
 
 def error(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -70,6 +89,18 @@ def prompt_tokens(
     )
     # The template writes the special tokens (BOS) itself.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+async def counted(
+    load: Load, tokens: AsyncGenerator[list[int], None]
+) -> AsyncGenerator[list[int], None]:
+    load.requests += 1
+    try:
+        async for grown in tokens:
+            yield grown
+    finally:
+        load.requests -= 1
+        await tokens.aclose()
 
 
 def chat_route(loaded: Loaded) -> Route:
@@ -96,7 +127,7 @@ def chat_route(loaded: Loaded) -> Route:
             chat.stop,
             chat.sampling.max_tokens,
         )
-        tokens = loaded.generator.stream(prompt, chat.sampling)
+        tokens = counted(loaded.load, loaded.generator.stream(prompt, chat.sampling))
         if chat.stream:
             events = stream_answer(
                 loaded.alias, completion, len(prompt), chat.include_usage, tokens
@@ -129,7 +160,15 @@ def create_app(loaded: Loaded) -> Starlette:
         yield
         loaded.generator.close()
 
-    routes = [Route("/health", health), Route("/v1/models", models), chat_route(loaded)]
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(loaded.load.exposition())
+
+    routes = [
+        Route("/health", health),
+        Route("/v1/models", models),
+        Route("/metrics", metrics),
+        chat_route(loaded),
+    ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -163,13 +202,14 @@ def load(options: argparse.Namespace) -> Loaded:
         if options.batching == "continuous"
         else SequentialGenerator(model, eos)
     )
+    batch = options.max_seqs if options.batching == "continuous" else 1
     log.warning(
         "transformers engine: %s on %s (%s), %s batching, up to %d sequences",
         model.config.model_type,
         options.device,
         model.dtype,
         options.batching,
-        options.max_seqs if options.batching == "continuous" else 1,
+        batch,
     )
     return Loaded(
         options.alias,
@@ -178,6 +218,7 @@ def load(options: argparse.Namespace) -> Loaded:
         frozenset(eos),
         generator,
         options.max_model_len,
+        Load(batch),
     )
 
 
