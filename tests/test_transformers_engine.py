@@ -251,3 +251,13 @@ def test_the_engines_own_request_counts_reach_the_gateways_metrics(served: StubG
         labels = f'{{model="tiny-{architecture}"}}'
         assert f"dsdeploy_engine_slots_busy{labels} 0.0" in text
         assert f"dsdeploy_engine_requests_deferred{labels} 0.0" in text
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_naming_the_limit(
+    client: openai.OpenAI,
+) -> None:
+    long = [{"role": "user", "content": "two and three " * 200}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tiny-r1", messages=long, max_tokens=8)  # type: ignore[arg-type]
+    assert refused.value.code == "context_length_exceeded"
+    assert "256" in refused.value.message
