@@ -146,3 +146,15 @@ def test_log_cost_quick_mode_times_an_access_line_as_text_and_json(isolated_home
     formats = [row["format"] for row in result["rows"]]  # type: ignore[union-attr]
     assert formats == ["text", "json"]
     assert all(0 < row["best_us"] < 10_000 for row in result["rows"])  # type: ignore[union-attr]
+
+
+def test_transformers_engine_quick_mode_measures_both_batchings(isolated_home: Path) -> None:
+    result = run_quick("transformers_engine.py", isolated_home)
+    rows = result["rows"]
+    assert [(r["batching"], r["concurrency"]) for r in rows] == [  # type: ignore[union-attr]
+        ("continuous", 1),
+        ("continuous", 4),
+        ("sequential", 1),
+        ("sequential", 4),
+    ]
+    assert all(r["tokens"] > 0 for r in rows)  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ from dsdeploy.gateway.limits import LimitsHook
 from dsdeploy.gateway.server import GatewayServer, uvicorn_config
 from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
-from dsdeploy.planner.machine import parse_size
+from dsdeploy.planner.machine import machine_for, parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
 from dsdeploy.runtime.pool import EnginePool
 from dsdeploy.runtime.reload import ReloadOutcome
@@ -41,6 +41,7 @@ from dsdeploy.security.limits import Limiter
 from dsdeploy.security.redact import default_redactor
 from dsdeploy.security.weights_memory import forbid_dumps
 from dsdeploy.served_models import model_spec, respecifier, served_names, stored_or_pulled
+from dsdeploy.served_transformers import transformers_model_spec
 from dsdeploy.served_vllm import check_vllm_models, vllm_model_spec
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
@@ -73,6 +74,8 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
         raise ConfigError(f"--preload/--pin name models that are not served: {', '.join(unknown)}")
     if settings.engine.engine_kind == "vllm":
         return prepare_vllm(settings, store, names, console)
+    if settings.engine.engine_kind == "transformers":
+        return prepare_transformers(settings, store, names, console)
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
     if any(m.weights.encrypted is not None for m in manifests):
         # Before the key is read: from now on no core file, and no process of this user
@@ -119,6 +122,30 @@ def prepare_vllm(
         [spec],
         budget_bytes=budget_bytes(settings, hardware),
         keep_alive_s=None,
+        load_wait_s=settings.serving.load_wait_s,
+        drain_timeout_s=settings.gateway.drain_timeout_s,
+    )
+
+
+def prepare_transformers(
+    settings: Settings, store: Store, names: list[str], console: Console
+) -> EnginePool:
+    """Checkpoints on the transformers engine, each checked and planned before any starts."""
+    hardware = probe(settings.dirs.data)
+    machine = machine_for(hardware, gpu=None, gpus=None, ram=None)
+    manifests = [stored_or_pulled(settings, store, name, console) for name in names]
+    single = len(manifests) == 1
+    specs = [
+        transformers_model_spec(
+            settings, store, m, machine, console, pinned=single or m.name in settings.serving.pin
+        )
+        for m in manifests
+    ]
+    keep_alive = None if settings.serving.keep_alive_s < 0 else settings.serving.keep_alive_s
+    return EnginePool(
+        specs,
+        budget_bytes=budget_bytes(settings, hardware),
+        keep_alive_s=keep_alive,
         load_wait_s=settings.serving.load_wait_s,
         drain_timeout_s=settings.gateway.drain_timeout_s,
     )

@@ -95,10 +95,11 @@ class EngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DSDEPLOY_", extra="forbid", frozen=True)
 
-    engine_kind: Literal["llama.cpp", "vllm"] = Field(
+    engine_kind: Literal["llama.cpp", "vllm", "transformers"] = Field(
         "llama.cpp",
-        description="Engine that serves the models: llama.cpp (GGUF; CPU, Apple, small GPUs) "
-        "or vllm (safetensors checkpoints on NVIDIA GPUs).",
+        description="Engine that serves the models: llama.cpp (GGUF; CPU, Apple, small GPUs), "
+        "vllm (safetensors checkpoints on NVIDIA GPUs) or transformers (safetensors "
+        "checkpoints of any architecture transformers knows; CPU or one GPU).",
     )
     llama_server: Path | None = Field(
         None, description="Use this llama-server binary instead of one on PATH or a built one."

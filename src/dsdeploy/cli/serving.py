@@ -23,7 +23,8 @@ def serve(
         typer.Argument(help="Models in the store to serve (default: every stored model)."),
     ] = None,
     engine: Annotated[
-        str | None, typer.Option(help=describe("engine_kind"), metavar="llama.cpp|vllm")
+        str | None,
+        typer.Option(help=describe("engine_kind"), metavar="llama.cpp|vllm|transformers"),
     ] = None,
     host: Annotated[str | None, typer.Option(help=describe("host"))] = None,
     port: Annotated[int | None, typer.Option(help=describe("port"))] = None,

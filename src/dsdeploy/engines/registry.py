@@ -10,11 +10,14 @@ from pathlib import Path
 
 from dsdeploy.engines.base import Engine, MemoryWeights
 from dsdeploy.engines.llamacpp import LlamaCppEngine
+from dsdeploy.engines.transformers import TransformersEngine
+from dsdeploy.engines.transformers_support import check_checkpoint
 from dsdeploy.engines.vllm import VllmEngine
 from dsdeploy.errors import ConfigError
 from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.model.thinking import Thinking
 from dsdeploy.planner.launch_plan import LaunchPlan
+from dsdeploy.planner.launch_transformers import TransformersLaunch
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class ModelLaunch:
     """Where an engine keeps caches across starts (vLLM's compile cache)."""
     thinking: Thinking | None = None
     """How a reasoning model's chat template starts its thinking; None for other models."""
+    transformers: TransformersLaunch | None = None
+    """The transformers engine's device, dtype, KV cache and batch size."""
 
 
 def llamacpp(launch: ModelLaunch) -> Engine:
@@ -57,7 +62,22 @@ def vllm(launch: ModelLaunch) -> Engine:
     )
 
 
-BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {"llama.cpp": llamacpp, "vllm": vllm}
+def transformers(launch: ModelLaunch) -> Engine:
+    if launch.transformers is None:
+        raise ConfigError(
+            "the transformers engine needs its launch plan (plan_transformers_serving)"
+        )
+    servable = check_checkpoint(launch.model_path, launch.alias)
+    return TransformersEngine(
+        launch.model_path, launch.alias, launch.transformers, servable.batching, launch.thinking
+    )
+
+
+BUILDERS: dict[str, Callable[[ModelLaunch], Engine]] = {
+    "llama.cpp": llamacpp,
+    "vllm": vllm,
+    "transformers": transformers,
+}
 
 
 def build_engine(name: str, launch: ModelLaunch, checks: ModelChecks) -> Engine:

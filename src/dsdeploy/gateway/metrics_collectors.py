@@ -52,6 +52,9 @@ ENGINE_GAUGES = {
     "vllm:num_requests_waiting": DEFERRED,
     "vllm:kv_cache_usage_perc": KV_USAGE,
     "vllm:gpu_cache_usage_perc": KV_USAGE,
+    # dsdeploy's transformers engine (engines/transformers_server.py)
+    "transformers:requests_running": SLOTS_BUSY,
+    "transformers:requests_waiting": DEFERRED,
 }
 """The engines' own metrics that are worth a dashboard, under dsdeploy's names (one name
 whatever the engine, so a dashboard works for both)."""
