@@ -1,4 +1,4 @@
-"""Progress displays for long work (downloads, extraction, engine builds)."""
+"""Progress displays for long work (downloads, extraction, engine builds, training)."""
 
 from __future__ import annotations
 
@@ -88,3 +88,28 @@ def report_console() -> Console:
     to a file or a log, where rich would otherwise squeeze a wide table into 80."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
+
+
+@contextmanager
+def loss_progress(
+    description: str, console: Console
+) -> Iterator[Callable[[int, int, float], None]]:
+    """Training steps with the last loss, elapsed time and ETA; in a log, a line every 10%."""
+    if not console.is_terminal:
+        lines = plain_percent_lines(description, console)
+        yield lambda done, total, loss: lines(done, total)
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps, loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=None, loss=float("nan"))
+
+        def update(done: int, total: int, loss: float) -> None:
+            progress.update(task, completed=done, total=total, loss=loss)
+
+        yield update

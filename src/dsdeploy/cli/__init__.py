@@ -15,6 +15,7 @@ from dsdeploy.cli import (
     doctor,
     engine,
     evaluate,
+    finetune,
     keys,
     models,
     planning,
@@ -49,6 +50,7 @@ def build_app() -> typer.Typer:
     app.command("bench")(bench.bench)
     app.command("cost")(cost.cost)
     app.command("doctor")(doctor.doctor)
+    app.command("finetune")(finetune.finetune_command)
     app.command("keygen-weights")(weights.keygen_weights)
     app.command("encrypt")(weights.encrypt)
     app.command("decrypt")(weights.decrypt)
