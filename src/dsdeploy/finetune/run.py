@@ -89,6 +89,7 @@ def fingerprint(request: Request, conversations: list[Conversation], base_sha: s
 
 def prepare(settings: Settings, request: Request, console: Console) -> Prepared:
     check_model_name(request.name)
+    conversations = read_conversations(request.data)  # first: a bad file fails in a second
     store = Store(settings.dirs.models)
     manifest = store.get(request.model)
     if store.manifest(request.name) is not None:
@@ -96,7 +97,6 @@ def prepare(settings: Settings, request: Request, console: Console) -> Prepared:
             f"a model named {request.name} is already stored; pick another --name or remove it "
             f"(`dsdeploy models rm {request.name}`)"
         )
-    conversations = read_conversations(request.data)
     train_chats, validation_chats = split(conversations, request.validation, request.schedule.seed)
     base_model.require_training_stack()
     checkpoint = base_model.base_checkpoint(store, manifest)
