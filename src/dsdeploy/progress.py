@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
@@ -96,8 +97,7 @@ def loss_progress(
 ) -> Iterator[Callable[[int, int, float], None]]:
     """Training steps with the last loss, elapsed time and ETA; in a log, a line every 10%."""
     if not console.is_terminal:
-        lines = plain_percent_lines(description, console)
-        yield lambda done, total, loss: lines(done, total)
+        yield plain_loss_lines(description, console)
         return
     columns = (
         TextColumn("{task.description}"),
@@ -113,3 +113,26 @@ def loss_progress(
             progress.update(task, completed=done, total=total, loss=loss)
 
         yield update
+
+
+def plain_loss_lines(description: str, console: Console) -> Callable[[int, int, float], None]:
+    """For a log: a line every 10% of the steps with the loss and the time left, estimated
+    from the steps of this run so far."""
+    began = time.monotonic()
+    first: int | None = None
+    shown = -10
+
+    def update(done: int, total: int, loss: float) -> None:
+        nonlocal first, shown
+        first = done - 1 if first is None else first  # a resumed run starts past 0
+        percent = done * 100 // max(total, 1)
+        if percent < shown + 10:
+            return
+        shown = percent - percent % 10
+        per_step = (time.monotonic() - began) / max(done - first, 1)
+        console.print(
+            f"{description}: step {done}/{total}, loss {loss:.3f}, "
+            f"{per_step:.1f} s/step, about {per_step * (total - done) / 60:.0f} min left"
+        )
+
+    return update
