@@ -82,11 +82,11 @@ def ask(client: openai.OpenAI, model: str, prompt: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--eval-every", type=int, default=5)
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_every = 4, 2
