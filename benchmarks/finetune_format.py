@@ -7,7 +7,7 @@ serves base and adapter from one llama-server, asks each held-out question of bo
 (greedy), and reports the share of replies that start with "ANSWER:", with training time
 and peak memory beside the plan's prediction (read from the run's report.json).
 
-``--quick`` trains 4 steps and asks 3 questions: it checks the pipeline, not the rate.
+``--quick`` trains 2 steps of 2 chats and asks 3 questions: it checks the pipeline, not the rate.
 Prints a table and writes results/finetune_format[.quick].json.
 """
 
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5)
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.eval_every = 4, 2
+        args.steps, args.batch, args.eval_every = 2, 2, 1
     held_out = (FIXTURES / "answer_format_heldout.jsonl").read_text().splitlines()
     prompts = [json.loads(line)["prompt"] for line in held_out][: 3 if args.quick else None]
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp:

@@ -140,3 +140,13 @@ def test_log_cost_quick_mode_times_an_access_line_as_text_and_json(isolated_home
     formats = [row["format"] for row in result["rows"]]  # type: ignore[union-attr]
     assert formats == ["text", "json"]
     assert all(0 < row["best_us"] < 10_000 for row in result["rows"])  # type: ignore[union-attr]
+
+
+@pytest.mark.engine
+def test_finetune_format_quick_mode_trains_serves_and_scores_base_and_adapter(
+    model_home: Path,
+) -> None:
+    result = run_quick("finetune_format.py", model_home)
+    assert result["held_out_prompts"] == 3
+    assert 0 <= float(result["adapter_follow_rate"]) <= 1  # type: ignore[arg-type]
+    assert int(result["peak_rss_mib"]) > 0 and int(result["planned_mib"]) > 0  # type: ignore[call-overload]
