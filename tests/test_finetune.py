@@ -130,7 +130,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_home: Path) -> None:
     args += ["--eval-every", "2", "--patience", "100"]
     command = [*DSDEPLOY, "finetune", "tiny", "--data", DATA, *args]
     process = subprocess.Popen(
-        command, env=dsdeploy_env(tiny_home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command, env=dsdeploy_env(tiny_home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     work = tiny_home / "data" / "finetune" / "work"
     deadline = time.monotonic() + 600
