@@ -146,7 +146,7 @@ def work_dir(settings: Settings, prepared: Prepared) -> Path:
 
 
 def train_prepared(
-    settings: Settings, prepared: Prepared, hyper: Hyper, console: Console, work: Path
+    prepared: Prepared, hyper: Hyper, console: Console, work: Path
 ) -> tuple[Any, Trained]:
     request = prepared.request
     peft_model = with_lora(prepared.model, hyper, request)
@@ -242,7 +242,7 @@ def finetune(settings: Settings, request: Request, console: Console) -> Outcome:
     prepared = prepare(settings, request, console)
     work = work_dir(settings, prepared)
     began = time.monotonic()
-    peft_model, trained = train_prepared(settings, prepared, request.hyper, console, work)
+    peft_model, trained = train_prepared(prepared, request.hyper, console, work)
     console.print(f"trained in {time.monotonic() - began:.0f} s")
     outcome = finish(settings, prepared, peft_model, trained, {})
     shutil.rmtree(work, ignore_errors=True)

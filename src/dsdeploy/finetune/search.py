@@ -81,7 +81,7 @@ def search(
         hyper = suggest(trial, space)
         work = root / f"trial-{trial.number}"
         work.mkdir(parents=True, exist_ok=True)
-        peft_model, trained = train_prepared(settings, prepared, hyper, console, work)
+        peft_model, trained = train_prepared(prepared, hyper, console, work)
         loss = trained.history.best_loss
         rows.append(
             {
