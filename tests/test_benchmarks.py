@@ -158,3 +158,13 @@ def test_transformers_engine_quick_mode_measures_both_batchings(isolated_home: P
         ("sequential", 4),
     ]
     assert all(r["tokens"] > 0 for r in rows)  # type: ignore[union-attr]
+
+
+@pytest.mark.engine
+def test_finetune_format_quick_mode_trains_serves_and_scores_base_and_adapter(
+    model_home: Path,
+) -> None:
+    result = run_quick("finetune_format.py", model_home)
+    assert result["held_out_prompts"] == 3
+    assert 0 <= float(result["adapter_follow_rate"]) <= 1  # type: ignore[arg-type]
+    assert int(result["peak_rss_mib"]) > 0 and int(result["planned_mib"]) > 0  # type: ignore[call-overload]

@@ -5,6 +5,7 @@ that cannot fit, unloads idle engines, and swaps an engine without a gap — on 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -194,5 +195,18 @@ async def test_swap_serves_the_new_engine_and_stops_the_old_after_its_last_reque
             assert old.ready and not swapping.done()  # draining: the old one still serves
         await swapping
         assert not old.ready
+    finally:
+        await pool.stop()
+
+
+async def test_an_adapter_name_is_served_by_its_base_engine(tmp_path: Path) -> None:
+    base = replace(spec(tmp_path, "a", 100), adapters=("a-fmt", "a-tone"))
+    pool = pool_of(base)
+    await pool.start()
+    try:
+        assert pool.model_names() == ["a", "a-fmt", "a-tone"]
+        async with pool.lease("a-fmt") as adapter, pool.lease("a") as model:
+            assert adapter is model
+        assert states(pool) == {"a": "ready"}  # one engine, listed once
     finally:
         await pool.stop()

@@ -25,7 +25,10 @@
     ├── ReloadFailed              the running server could not do the reload it was asked for
     ├── UnknownKey                no API key has this id (`dsdeploy keys revoke/rotate`)
     ├── KeyStoreUnavailable       the key database did not answer (client-safe text)
-    └── EvalError                 a quality evaluation cannot run as asked
+    ├── EvalError                 a quality evaluation cannot run as asked
+    └── FinetuneError             a fine-tuning run cannot start or finish as asked
+        ├── DataError             the training file is malformed or empty (every bad line named)
+        └── TrainingDoesNotFit    the run's planned memory exceeds what is free
 
 Only the edges translate them: the CLI to a line and an exit code, the gateway to an
 OpenAI-style JSON error. Anything else is a bug and is reported without its text.
@@ -167,6 +170,18 @@ class ReloadFailed(DsdeployError):
 
 
 class EvalError(DsdeployError):
+    pass
+
+
+class FinetuneError(DsdeployError):
+    pass
+
+
+class DataError(FinetuneError):
+    pass
+
+
+class TrainingDoesNotFit(FinetuneError):
     pass
 
 

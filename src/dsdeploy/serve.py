@@ -18,6 +18,7 @@ from dsdeploy.control.server import ControlSocket, control_app, reload_models
 from dsdeploy.engine_setup import ensure_engine
 from dsdeploy.engines.vllm_locate import require_vllm
 from dsdeploy.errors import ConfigError
+from dsdeploy.gateway.adapters import AdapterSelection, adapter_selections
 from dsdeploy.gateway.app import create_app
 from dsdeploy.gateway.audit import RequestAudit
 from dsdeploy.gateway.auth import AuthConfig
@@ -40,7 +41,13 @@ from dsdeploy.security.keys import KeyStore
 from dsdeploy.security.limits import Limiter
 from dsdeploy.security.redact import default_redactor
 from dsdeploy.security.weights_memory import forbid_dumps
-from dsdeploy.served_models import model_spec, respecifier, served_names, stored_or_pulled
+from dsdeploy.served_models import (
+    model_spec,
+    respecifier,
+    served_names,
+    stored_or_pulled,
+    with_adapters,
+)
 from dsdeploy.served_transformers import transformers_model_spec
 from dsdeploy.served_vllm import check_vllm_models, vllm_model_spec
 from dsdeploy.settings import Settings
@@ -83,7 +90,8 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
         forbid_dumps()
     installed = ensure_engine(settings, console)
     hardware = probe(settings.dirs.data)
-    single = len(manifests) == 1  # nothing competes for memory: load it now and keep it
+    engines = with_adapters(store, manifests)
+    single = len(engines) == 1  # nothing competes for memory: load it now and keep it
     specs = [
         model_spec(
             settings,
@@ -94,8 +102,9 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
             console,
             pinned=single or manifest.name in settings.serving.pin,
             preload=manifest.name in settings.serving.preload,
+            adapters=adapters,
         )
-        for manifest in manifests
+        for manifest, adapters in engines
     ]
     keep_alive = None if settings.serving.keep_alive_s < 0 else settings.serving.keep_alive_s
     return EnginePool(
@@ -251,7 +260,10 @@ def serve(
     pool = prepare(settings, models, console)
     audit = RequestAudit(writer, security.audit_content) if writer else None
     limits = LimitsHook(security, limiter)
-    app = create_app(pool, gateway, [*hooks, limits], auth, security, audit)
+    adapters = AdapterSelection(
+        adapter_selections({s.spec.name: s.spec.adapters for s in pool.states()})
+    )
+    app = create_app(pool, gateway, [*hooks, adapters, limits], auth, security, audit)
     pool.add_listener(app.state.metrics)
     server = GatewayServer(uvicorn_config(app, gateway, security), app.state.drain)
     scheme = "https" if security.tls_cert is not None else "http"

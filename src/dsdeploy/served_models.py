@@ -45,6 +45,27 @@ def served_names(store: Store, requested: list[str]) -> list[str]:
     return list(dict.fromkeys(requested)) or store.names() or [DEFAULT_MODEL]
 
 
+def with_adapters(store: Store, manifests: list[Manifest]) -> list[tuple[Manifest, list[Manifest]]]:
+    """Each base to start an engine for, with the adapters it loads: an adapter named alone
+    brings its base (served too, under its own name)."""
+    adapters: dict[str, list[Manifest]] = {}
+    bases: dict[str, Manifest] = {}
+    for manifest in manifests:
+        if manifest.base is None:
+            bases.setdefault(manifest.name, manifest)
+            continue
+        adapters.setdefault(manifest.base, []).append(manifest)
+        if manifest.base not in bases:
+            base = store.manifest(manifest.base)
+            if base is None:
+                raise ConfigError(
+                    f"{manifest.name} adapts {manifest.base}, which is not in the store; pull "
+                    f"it again (`dsdeploy pull {manifest.base}`)"
+                )
+            bases[base.name] = base
+    return [(base, adapters.get(name, [])) for name, base in bases.items()]
+
+
 def stored_or_pulled(settings: Settings, store: Store, name: str, console: Console) -> Manifest:
     """The model's manifest, once its files pass the structure checks: before the engine is
     even looked for, so a malformed file stops ``serve`` before any process starts."""
@@ -79,6 +100,7 @@ def respecifier(
                 f"(`dsdeploy pull {current.name}`) and reload"
             )
         check_files(settings, store, manifest)
+        adapters = [store.get(name) for name in current.adapters]
         installed = ensure_engine(settings, console)
         return model_spec(
             settings,
@@ -89,6 +111,7 @@ def respecifier(
             console,
             pinned=current.pinned,
             preload=current.preload,
+            adapters=adapters,
         )
 
     return respec
@@ -104,8 +127,11 @@ def model_spec(
     *,
     pinned: bool,
     preload: bool,
+    adapters: list[Manifest] | None = None,
 ) -> ModelSpec:
-    """Plan one model (printing the plan and why) and say how to start its engine."""
+    """Plan one model (printing the plan and why) and say how to start its engine, with the
+    LoRA ``adapters`` it loads (their weights counted in its planned memory)."""
+    adapters = adapters or []
     memory = memory_weights(settings, store, manifest)
     with planning_view(store, manifest, memory) as weights:
         launch, plan = plan_serving(
@@ -130,7 +156,9 @@ def model_spec(
         f"{hardware.ram_available / 2**30:.1f} GiB RAM free)"
     )
     planned = plan.llama.ram_bytes if plan.llama else manifest.weights_bytes
-    planned += launch.prompt_cache_mib * 2**20
+    planned += launch.prompt_cache_mib * 2**20 + sum(a.weights_bytes for a in adapters)
+    if adapters:
+        console.print(f"  LoRA adapters over it: {', '.join(a.name for a in adapters)}")
     model_launch = ModelLaunch(
         installed.binary,
         weights,
@@ -138,6 +166,7 @@ def model_spec(
         launch,
         manifest.info.embedding_model,
         thinking=manifest.info.thinking or name_thinking(manifest.name),
+        adapters=tuple(store.materialize(a).entry for a in adapters),
     )
     make: Callable[[], Supervisor] = partial(
         engine_supervisor,
@@ -154,7 +183,13 @@ def model_spec(
         environ=dict(os.environ),
     )
     return ModelSpec(
-        manifest.name, make, planned, launch.parallel, pinned=pinned, preload=preload or pinned
+        manifest.name,
+        make,
+        planned,
+        launch.parallel,
+        pinned=pinned,
+        preload=preload or pinned,
+        adapters=tuple(a.name for a in adapters),
     )
 
 

@@ -76,6 +76,11 @@ class Manifest(BaseModel):
     files: list[StoredFile] = Field(min_length=1)
     info: ModelInfo
     pulled_at: str
+    base: str | None = Field(
+        None,
+        description="For a LoRA adapter (format 'gguf', made by `dsdeploy finetune`): the "
+        "stored model it applies to; the engine of that model serves it.",
+    )
 
     @property
     def weights(self) -> StoredFile:

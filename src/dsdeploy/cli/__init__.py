@@ -16,6 +16,7 @@ from dsdeploy.cli import (
     doctor,
     engine,
     evaluate,
+    finetune,
     keys,
     models,
     planning,
@@ -52,6 +53,7 @@ def build_app() -> typer.Typer:
     app.command("doctor")(doctor.doctor)
     app.command("deploy")(deploy.deploy)
     app.command("report")(deploy.report)
+    app.command("finetune")(finetune.finetune_command)
     app.command("keygen-weights")(weights.keygen_weights)
     app.command("encrypt")(weights.encrypt)
     app.command("decrypt")(weights.decrypt)

@@ -76,6 +76,8 @@ class LlamaCppEngine:
     """Set for encrypted weights: the engine reads them from this memfd, not ``model_path``."""
     thinking: Thinking | None = None
     """Set for a reasoning model: llama-server's own parser then cuts out its thinking."""
+    adapters: tuple[Path, ...] = ()
+    """GGUF LoRA adapters over this model; request ``lora`` entries select them by index."""
     name: str = "llama.cpp"
     health_path: str = "/health"
     capabilities: EngineCapabilities = field(init=False)
@@ -145,6 +147,12 @@ class LlamaCppEngine:
             argv += ["--n-gpu-layers", str(launch.gpu_layers), "--fit", "off"]
         if launch.cpu_moe_layers:
             argv += ["--n-cpu-moe", str(launch.cpu_moe_layers)]
+        for adapter in self.adapters:
+            argv += ["--lora", str(adapter)]
+        if self.adapters:
+            # Loaded, all at scale 0: each request names the one it wants (the gateway sets
+            # ``lora`` on every request to this engine, the base model's too).
+            argv.append("--lora-init-without-apply")
         if self.embedding_model:
             argv.append("--embeddings")
         elif self.thinking is not None:

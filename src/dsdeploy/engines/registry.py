@@ -41,6 +41,8 @@ class ModelLaunch:
     """How a reasoning model's chat template starts its thinking; None for other models."""
     transformers: TransformersLaunch | None = None
     """The transformers engine's device, dtype, KV cache and batch size."""
+    adapters: tuple[Path, ...] = ()
+    """GGUF LoRA adapters loaded over the model, each off until a request selects it."""
 
 
 def llamacpp(launch: ModelLaunch) -> Engine:
@@ -52,6 +54,7 @@ def llamacpp(launch: ModelLaunch) -> Engine:
         launch.embedding_model,
         launch.weights,
         launch.thinking,
+        adapters=launch.adapters,
     )
 
 
@@ -88,6 +91,8 @@ def build_engine(name: str, launch: ModelLaunch, checks: ModelChecks) -> Engine:
         raise ConfigError(f"unknown engine {name!r}; engines: {', '.join(sorted(BUILDERS))}")
     if launch.weights is None:
         checks.require(launch.model_path)
+    for adapter in launch.adapters:
+        checks.require(adapter)
     # Encrypted weights were checked in the clear before they were encrypted, and their
     # decryption is verified against that plaintext's sha256: the engine reads those bytes.
     return builder(launch)

@@ -41,6 +41,9 @@ class ModelSpec:
     slots: int
     pinned: bool = False
     preload: bool = False
+    adapters: tuple[str, ...] = ()
+    """Names of LoRA adapters this model's engine loads: each is served by that engine,
+    selected per request (``gateway.adapters``), never by an engine of its own."""
 
 
 @dataclass
@@ -157,6 +160,7 @@ class EnginePool:
         """``respec`` rebuilds a model's spec from what defines its engine now (manifest,
         files, engine binary) for a reload; without it a reload restarts the same spec."""
         self._models = {spec.name: ModelState(spec) for spec in models}
+        self._adapters = {adapter: spec.name for spec in models for adapter in spec.adapters}
         self.budget_bytes = budget_bytes
         self.keep_alive_s = keep_alive_s
         """None: loaded engines stay until evicted or the pool stops."""
@@ -173,10 +177,11 @@ class EnginePool:
         self._listeners.append(listener)
 
     def model_names(self) -> list[str]:
-        return sorted(self._models)
+        """Every servable name: models and the adapters their engines load."""
+        return sorted([*self._models, *self._adapters])
 
     def states(self) -> list[ModelState]:
-        return [self._models[name] for name in self.model_names()]
+        return [self._models[name] for name in sorted(self._models)]
 
     def status(self) -> list[dict[str, object]]:
         """What `dsdeploy ps` shows: each model's state, memory planned and measured, slots
@@ -227,7 +232,7 @@ class EnginePool:
 
     @contextlib.asynccontextmanager
     async def lease(self, model: str) -> AsyncIterator[Supervisor]:
-        state = self._models.get(model)
+        state = self._models.get(self._adapters.get(model, model))
         if state is None:
             raise ModelNotFound(model, self.model_names())
         running = await self._ensure_running(state, wait_s=self.load_wait_s)
