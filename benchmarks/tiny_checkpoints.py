@@ -13,7 +13,8 @@ Chat templates come from the llama.cpp tree the engine is built from
 (``models/templates``).
 
     build_tiny("deepseek-v3", Path("out"))  ->  Path("out"), a checkpoint folder
-    python benchmarks/tiny_checkpoints.py [--quick]   converts, quantizes, serves each one
+
+benchmarks/tiny_architectures.py converts, quantizes and loads each one.
 """
 
 from __future__ import annotations
@@ -106,7 +107,6 @@ V4_RELEASE_NAMES = {
 }
 TINY_ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "deepseek-v32", "deepseek-v4", "qwen2", "llama")
 """Every architecture DeepSeek ships: qwen2 and llama stand for the R1 distills."""
-ARCHITECTURES = TINY_ARCHITECTURES
 
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
