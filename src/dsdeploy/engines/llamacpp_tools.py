@@ -4,6 +4,7 @@ found beside the ``llama-server`` that ``serve`` would use, so both come from on
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import shutil
 import subprocess
@@ -43,7 +44,7 @@ def run_tool(
     pieces: list[str] = []
     pending = ""
     with process:
-        while chunk := process.stdout.read1(1 << 16):
+        while chunk := os.read(process.stdout.fileno(), 1 << 16):
             text = decoder.decode(chunk)
             pieces.append(text)
             *whole, pending = re.split(r"[\r\n]", pending + text)
