@@ -50,19 +50,17 @@ def token_text(config: dict[str, object], key: str) -> str:
     return str(value["content"] if isinstance(value, dict) else value)
 
 
-def check_folder_templates(folder: Path, tokenizer_config: dict[str, object]) -> int:
+def check_folder_templates(folder: Path, tokenizer_config: dict[str, object]) -> None:
     """Render every chat template a checkpoint folder carries (``tokenizer_config.json``'s,
     ``chat_template.jinja``) in the sandbox, before a converter copies it into a GGUF that
-    engines render; a template that tries an unsafe operation raises StoreError. Returns
-    how many were checked."""
+    engines render; a template that tries an unsafe operation raises StoreError."""
     templates = [default_template(tokenizer_config), None]
     if (folder / "chat_template.jinja").is_file():
         templates[1] = (folder / "chat_template.jinja").read_text(errors="replace")
     bos, eos = token_text(tokenizer_config, "bos_token"), token_text(tokenizer_config, "eos_token")
-    present = [template for template in templates if template is not None]
-    for template in present:
-        render(template, SAMPLE_CONVERSATION, bos, eos)
-    return len(present)
+    for template in templates:
+        if template is not None:
+            render(template, SAMPLE_CONVERSATION, bos, eos)
 
 
 def preview(store: Store, manifest: Manifest) -> str | None:
