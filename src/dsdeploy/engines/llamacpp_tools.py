@@ -51,6 +51,8 @@ def run_tool(
             for piece in whole:
                 if piece and on_output is not None:
                     on_output(piece)
+    if pending and on_output is not None:  # a last line without its newline
+        on_output(pending)
     output = "".join(pieces)
     if process.returncode != 0:
         lines = [line for line in re.split(r"[\r\n]+", output.strip()) if line.strip()]
