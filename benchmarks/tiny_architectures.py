@@ -6,7 +6,9 @@ planner's estimate for the file that was stored.
 Prints the matrix (converted? quantized? loaded? estimate/measured MiB per buffer) and
 writes benchmarks/results/tiny_architectures.json.
 
-    python benchmarks/tiny_architectures.py [--quick]    (--quick: DeepSeek-V3 only)
+    python benchmarks/tiny_architectures.py [--quick] [--home DIR]
+    --quick: DeepSeek-V3 only; --home: measure the tiny-ARCH models that `dsdeploy convert`
+    already stored in DIR instead of converting them again (conversions are the slow part)
 """
 
 from __future__ import annotations
@@ -57,17 +59,20 @@ def quiet_bar(label: str) -> Iterator[ProgressHook]:
 
 def run_arch(settings: Settings, binary: Path, arch: str, work: Path) -> ArchRow:
     row = ArchRow(arch)
-    folder = build_tiny(arch, work / f"tiny-{arch}", work)
-    started = time.perf_counter()
-    try:
-        job = Conversion(folder, f"tiny-{arch}", QUANT)
-        manifest = convert(settings, job, quiet_bar, lambda line: None)
-    except DsdeployError as exc:
-        row.error = str(exc)
-        return row
-    row.convert_s = time.perf_counter() - started
+    store = Store(settings.dirs.models)
+    manifest = store.manifest(f"tiny-{arch}")
+    if manifest is None:
+        folder = build_tiny(arch, work / f"tiny-{arch}", work)
+        started = time.perf_counter()
+        try:
+            job = Conversion(folder, f"tiny-{arch}", QUANT)
+            manifest = convert(settings, job, quiet_bar, lambda line: None)
+        except DsdeployError as exc:
+            row.error = str(exc)
+            return row
+        row.convert_s = time.perf_counter() - started
     row.converted = row.quantized = True
-    path = Store(settings.dirs.models).weights_path(manifest)
+    path = store.weights_path(manifest)
     row.file_mib = path.stat().st_size / 2**20
     layout = read_gguf_layout(path)
     ctx, slots, fa = SHAPE
@@ -97,10 +102,11 @@ def print_table(rows: list[ArchRow]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="DeepSeek-V3 only")
+    parser.add_argument("--home", type=Path, help="measure the tiny models stored here")
     args = parser.parse_args()
     archs = ("deepseek-v3",) if args.quick else TINY_ARCHITECTURES
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(home=Path(tmp), cache_dir=Settings().dirs.cache)
+        settings = Settings(home=args.home or Path(tmp), cache_dir=Settings().dirs.cache)
         installed = llamacpp_locate.locate(settings.dirs, None, "cpu")
         if installed is None:
             raise SystemExit("no llama-server: run `dsdeploy engine install` first")
