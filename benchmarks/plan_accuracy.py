@@ -33,7 +33,7 @@ from dsdeploy.pull import pull
 from dsdeploy.settings import Settings
 from dsdeploy.store import Store
 from llama_server_run import run_server
-from tiny_checkpoints import ARCHITECTURES, tiny_gguf
+from tiny_checkpoints import TINY_ARCHITECTURES, tiny_gguf
 
 RESULTS = Path(__file__).parent / "results" / "plan_accuracy.json"
 MIB = 2**20
@@ -123,7 +123,7 @@ def cases(quick: bool) -> list[tuple[str, Case]]:
     ]
     tiny = [
         Case(f"tiny-{arch}", ctx, slots, "f16", fa)
-        for arch in (QUICK_ARCHITECTURES if quick else ARCHITECTURES)
+        for arch in (QUICK_ARCHITECTURES if quick else TINY_ARCHITECTURES)
         for ctx, slots, fa in (((2048, 1, True),) if quick else TINY_SHAPES)
     ]
     return [(c.model, c) for c in grid + tiny]
@@ -138,7 +138,7 @@ def model_paths(settings: Settings, work: Path, quick: bool) -> dict[str, Path]:
     store = Store(settings.dirs.models)
     manifest = pull(catalog.get("smollm2"), store, settings.hub, quiet_bar)
     paths = {"smollm2": store.weights_path(manifest)}
-    for arch in QUICK_ARCHITECTURES if quick else ARCHITECTURES:
+    for arch in QUICK_ARCHITECTURES if quick else TINY_ARCHITECTURES:
         print(f"building tiny {arch} checkpoint and converting it to GGUF", file=sys.stderr)
         paths[f"tiny-{arch}"] = tiny_gguf(settings.dirs, arch, work)
     return paths

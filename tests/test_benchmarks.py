@@ -39,6 +39,17 @@ def test_plan_accuracy_quick_mode_measures_smollm2_and_a_tiny_deepseek(
     assert models == {"smollm2", "tiny-deepseek-v3"}
 
 
+@pytest.mark.engine
+def test_tiny_architectures_quick_mode_converts_quantizes_and_loads_a_tiny_deepseek_v3(
+    engine_installed: None, isolated_home: Path
+) -> None:
+    result = run_quick("tiny_architectures.py", isolated_home)
+    [row] = result["rows"]  # type: ignore[misc]
+    assert row["arch"] == "deepseek-v3" and row["quantized"] and row["loaded"]
+    assert row["estimate"]["model"] == pytest.approx(row["measured"]["model"], abs=0.01)
+    assert row["estimate"]["kv"] == pytest.approx(row["measured"]["kv"], abs=0.01)
+
+
 def test_pull_throughput_quick_mode_compares_with_curl(isolated_home: Path) -> None:
     result = run_quick("pull_throughput.py", isolated_home)
     assert result["size_mib"] == 64

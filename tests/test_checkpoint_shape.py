@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks.tiny_checkpoints import COMMON, DSA, MLA_MOE, V4
+from benchmarks.tiny_checkpoints import COMMON, MLA_MOE, V4, random_model
 
 from dsdeploy.errors import StoreError
 from dsdeploy.modelfile_hf import read_hf_layout
@@ -16,24 +16,7 @@ from tests.conftest import run_cli
 
 def saved(kind: str, folder: Path) -> int:
     """Save a seeded tiny model; returns its parameter count as transformers counts it."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    if kind == "deepseek-v3":
-        model = transformers.DeepseekV3ForCausalLM(
-            transformers.DeepseekV3Config(**COMMON, **MLA_MOE)
-        )
-    elif kind == "deepseek-v32":
-        model = transformers.DeepseekV32ForCausalLM(
-            transformers.DeepseekV32Config(**COMMON, **MLA_MOE, **DSA)
-        )
-    elif kind == "deepseek-v4":
-        model = transformers.DeepseekV4ForCausalLM(transformers.DeepseekV4Config(**V4))
-    else:
-        model = transformers.LlamaForCausalLM(
-            transformers.LlamaConfig(**COMMON, num_key_value_heads=2)
-        )
+    model = random_model(kind)
     model.save_pretrained(folder)
     return int(model.num_parameters())
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from dsdeploy.model.chat_render import default_template, render
 from dsdeploy.store import Manifest, Store
@@ -41,12 +42,25 @@ def checkpoint_template(store: Store, manifest: Manifest) -> tuple[str, str, str
     template = default_template(data)
     if template is None:
         return None
+    return template, token_text(data, "bos_token"), token_text(data, "eos_token")
 
-    def token(key: str) -> str:
-        value = data.get(key) or ""
-        return str(value["content"] if isinstance(value, dict) else value)
 
-    return template, token("bos_token"), token("eos_token")
+def token_text(config: dict[str, object], key: str) -> str:
+    value = config.get(key) or ""
+    return str(value["content"] if isinstance(value, dict) else value)
+
+
+def check_folder_templates(folder: Path, tokenizer_config: dict[str, object]) -> None:
+    """Render every chat template a checkpoint folder carries (``tokenizer_config.json``'s,
+    ``chat_template.jinja``) in the sandbox, before a converter copies it into a GGUF that
+    engines render; a template that tries an unsafe operation raises StoreError."""
+    templates = [default_template(tokenizer_config), None]
+    if (folder / "chat_template.jinja").is_file():
+        templates[1] = (folder / "chat_template.jinja").read_text(errors="replace")
+    bos, eos = token_text(tokenizer_config, "bos_token"), token_text(tokenizer_config, "eos_token")
+    for template in templates:
+        if template is not None:
+            render(template, SAMPLE_CONVERSATION, bos, eos)
 
 
 def preview(store: Store, manifest: Manifest) -> str | None:

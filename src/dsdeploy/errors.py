@@ -8,6 +8,7 @@
     │   └── RemoteNotFound        the repo, revision or file does not exist (404)
     ├── ModelFileRejected         a model file failed the structure check before any engine
     ├── UnsizedArchitecture       a model whose cache layout the planner cannot size yet
+    ├── ConversionRefused         a checkpoint llama.cpp's converter cannot make loadable
     ├── StoreError                the model store refused an operation
     │   ├── IntegrityError        bytes did not match their recorded sha256
     │   └── UnsafePathError       a name from outside would escape the store
@@ -93,6 +94,10 @@ class UnsizedArchitecture(DsdeployError):
             "will not guess; plan a catalog model instead (deepseek-v3.2 and deepseek-v4-* "
             "cover DeepSeek's sparse attention)"
         )
+
+
+class ConversionRefused(DsdeployError):
+    """Said before the converter runs: its message names the error it would hit."""
 
 
 class StoreError(DsdeployError):

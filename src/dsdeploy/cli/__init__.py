@@ -11,6 +11,7 @@ from dsdeploy import __version__
 from dsdeploy.cli import (
     audit,
     bench,
+    convert,
     cost,
     deploy,
     doctor,
@@ -46,6 +47,7 @@ def build_app() -> typer.Typer:
     app.command("ps")(serving.ps)
     app.command("reload")(serving.reload)
     app.command("pull")(models.pull)
+    app.command("convert")(convert.convert)
     app.command("hw")(planning.hw)
     app.command("plan")(planning.plan)
     app.command("bench")(bench.bench)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +45,19 @@ class QuantizedFile:
 
 
 def quantize(
-    quantize_binary: Path, source: Path, out: Path, file_type: str, threads: int
+    quantize_binary: Path,
+    source: Path,
+    out: Path,
+    file_type: str,
+    threads: int,
+    on_output: Callable[[str], None] | None = None,
 ) -> QuantizedFile:
-    """``--allow-requantize`` lets a quantized model be dequantized to an F16 reference."""
+    """``--allow-requantize`` lets a quantized model be dequantized to an F16 reference;
+    ``on_output`` sees each line as it comes (one per tensor: ``[  12/ 340] …``)."""
     output = run_tool(
         [quantize_binary, "--allow-requantize", source, out, file_type, str(threads)],
         f"llama-quantize {file_type}",
+        on_output,
     )
     found = QUANT_SIZE.search(output)
     if found is None:
