@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
 import sqlite3
 import stat
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +221,24 @@ def test_serve_refuses_an_unknown_audit_content_mode(isolated_home: Path) -> Non
     done = run_cli(isolated_home, "serve", "--audit-content", "everything")
     assert done.returncode == 2  # noqa: PLR2004
     assert "audit_content" in done.stderr and "Traceback" not in done.stderr
+
+
+def open_and_note(url: str, actor: str, ready: Any, seqs: Any) -> None:
+    ready.wait()  # every process opens the new database at the same moment
+    seqs.put(AuditLog.open(url).record_admin("model.converted", "tiny", actor))
+
+
+def test_processes_opening_a_new_audit_database_at_once_all_get_in(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "audit.db")
+    spawn = multiprocessing.get_context("spawn")
+    ready, seqs = spawn.Barrier(6), spawn.Queue()
+    workers = [
+        spawn.Process(target=open_and_note, args=(url, f"cli-{n}", ready, seqs)) for n in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0] * 6
+    assert sorted(seqs.get(timeout=5) for _ in workers) == [1, 2, 3, 4, 5, 6]
+    assert AuditLog.open(url).verify().intact

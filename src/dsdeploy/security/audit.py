@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from dsdeploy.security.db import open_database, sqlite_url
+from dsdeploy.security.db import create_tables, open_database, sqlite_url
 from dsdeploy.settings import SecuritySettings
 
 GENESIS = "0" * 64
@@ -160,7 +160,7 @@ class AuditLog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         try:
             with engine.begin() as conn:
                 conn.execute(insert(head_table).values(id=1, seq=0, hash=GENESIS))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 
 def sqlite_url(path: Path) -> str:
@@ -36,8 +37,19 @@ def open_database(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(connection: object, _record: object) -> None:
         cursor = connection.cursor()  # type: ignore[attr-defined]
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The wait first: switching to WAL needs the write lock another process may hold.
         cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     return engine
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """``create_all``, safe when several processes open a new database at once: it checks
+    for each table, then creates it, so a process that lost the race fails on a table the
+    other just made; a second pass finds every table there."""
+    try:
+        metadata.create_all(engine)
+    except DBAPIError:
+        metadata.create_all(engine)

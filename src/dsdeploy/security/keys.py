@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from dsdeploy.errors import ConfigError, KeyStoreUnavailable, UnknownKey
-from dsdeploy.security.db import open_database, sqlite_url
+from dsdeploy.security.db import create_tables, open_database, sqlite_url
 from dsdeploy.settings import SecuritySettings
 
 PREFIX = "dsk-"
@@ -187,7 +187,7 @@ class KeyStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        METADATA.create_all(engine)
+        create_tables(METADATA, engine)
         add_scope_column(engine)
 
     @classmethod
