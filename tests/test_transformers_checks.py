@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from benchmarks.tiny_checkpoints import ARCHITECTURES, build_checkpoint
+from benchmarks.tiny_checkpoints import TINY_ARCHITECTURES, build_checkpoint
 
 from dsdeploy.bench.launch import free_port
 from dsdeploy.engines.transformers import TransformersEngine
@@ -28,7 +28,7 @@ TEMPLATE = (
     "{% if add_generation_prompt %}<｜Assistant｜>{% endif %}"
 )
 ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
-CONTINUOUS = {"llama"}
+CONTINUOUS = {"llama", "qwen2"}
 """Architectures whose attention transformers' paged cache holds (5.23)."""
 
 
@@ -37,7 +37,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each tiny architecture's weights and config, with a small tokenizer and a template."""
     work = tmp_path_factory.mktemp("tiny")
     folders = {}
-    for architecture in ARCHITECTURES:
+    for architecture in TINY_ARCHITECTURES:
         folder = build_checkpoint(architecture, work / architecture)
         (folder / "tokenizer.json").write_text("{}")
         (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": TEMPLATE}))
@@ -53,7 +53,7 @@ def edit_json(path: Path, **changes: object) -> None:
     path.write_text(json.dumps(json.loads(path.read_text()) | changes))
 
 
-@pytest.mark.parametrize("architecture", [a for a in ARCHITECTURES if a != "deepseek-v4"])
+@pytest.mark.parametrize("architecture", [a for a in TINY_ARCHITECTURES if a != "deepseek-v4"])
 def test_each_architecture_is_batched_as_its_attention_allows(
     tiny: dict[str, Path], architecture: str
 ) -> None:

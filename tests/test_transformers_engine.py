@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from benchmarks.tiny_checkpoints import ARCHITECTURES
+from benchmarks.tiny_checkpoints import TINY_ARCHITECTURES
 from rich.console import Console
 
 from dsdeploy.engines.llamacpp_install import source_tree
@@ -71,7 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubGateway]:
     engine = EngineSettings(ctx_size=256, parallel=4, threads=1, ready_timeout_s=300)
     settings = Settings(home=work / "home", cache_dir=SHARED_CACHE, engine=engine)
     templates = source_tree(settings.dirs) / "models" / "templates"
-    folders = {f"tiny-{a}": transformers_checkpoint(a, work, templates) for a in ARCHITECTURES}
+    folders = {f"tiny-{a}": transformers_checkpoint(a, work, templates) for a in TINY_ARCHITECTURES}
     folders["tiny-r1"] = rigged_checkpoint(work, templates, PROMPT_END, R1_OUTPUT)
     store = Store(settings.dirs.models)
     console = Console(file=io.StringIO())
@@ -99,7 +99,7 @@ def client(served: StubGateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{served.base_url}/v1", api_key="unused", timeout=300)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", TINY_ARCHITECTURES)
 def test_each_tiny_architecture_answers_the_openai_client(
     client: openai.OpenAI, architecture: str
 ) -> None:
@@ -122,7 +122,7 @@ def test_each_tiny_architecture_answers_the_openai_client(
         assert usage.completion_tokens == 4
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", TINY_ARCHITECTURES)
 def test_each_tiny_architecture_streams_to_the_openai_client(
     client: openai.OpenAI, architecture: str
 ) -> None:

@@ -21,6 +21,7 @@ TEMPLATES = {
     "deepseek-v3": "deepseek-ai-DeepSeek-V3.1.jinja",
     "deepseek-v32": "deepseek-ai-DeepSeek-V3.2.jinja",
     "deepseek-v4": "deepseek-ai-DeepSeek-V4.jinja",
+    "qwen2": "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
     "llama": "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
 }
 R1_TEMPLATE = "llama-cpp-deepseek-r1.jinja"

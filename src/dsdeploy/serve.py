@@ -29,7 +29,7 @@ from dsdeploy.gateway.tls import check_tls_files
 from dsdeploy.hardware import Hardware, probe
 from dsdeploy.planner.machine import machine_for, parse_size
 from dsdeploy.planner.placement import RAM_RESERVE
-from dsdeploy.runtime.pool import EnginePool
+from dsdeploy.runtime.pool import EnginePool, ModelSpec
 from dsdeploy.runtime.reload import ReloadOutcome
 from dsdeploy.runtime.watchdog import RssBound, RssWatchdog
 from dsdeploy.security.audit import AuditLog, audit_url
@@ -106,14 +106,26 @@ def prepare(settings: Settings, requested: list[str], console: Console) -> Engin
         )
         for manifest, adapters in engines
     ]
-    keep_alive = None if settings.serving.keep_alive_s < 0 else settings.serving.keep_alive_s
+    return pool_of(specs, settings, hardware, respec=respecifier(settings, hardware, console))
+
+
+def pool_of(
+    specs: list[ModelSpec],
+    settings: Settings,
+    hardware: Hardware,
+    *,
+    keep_alive: bool = True,
+    respec: Callable[[ModelSpec], ModelSpec] | None = None,
+) -> EnginePool:
+    """The pool every engine kind serves from; ``keep_alive=False``: never unload idle."""
+    idle_s = settings.serving.keep_alive_s
     return EnginePool(
         specs,
         budget_bytes=budget_bytes(settings, hardware),
-        keep_alive_s=keep_alive,
+        keep_alive_s=None if not keep_alive or idle_s < 0 else idle_s,
         load_wait_s=settings.serving.load_wait_s,
         drain_timeout_s=settings.gateway.drain_timeout_s,
-        respec=respecifier(settings, hardware, console),
+        respec=respec,
     )
 
 
@@ -127,13 +139,7 @@ def prepare_vllm(
     manifests = [stored_or_pulled(settings, store, name, console) for name in names]
     check_vllm_models(manifests)
     spec = vllm_model_spec(settings, store, manifests[0], program, hardware, console)
-    return EnginePool(
-        [spec],
-        budget_bytes=budget_bytes(settings, hardware),
-        keep_alive_s=None,
-        load_wait_s=settings.serving.load_wait_s,
-        drain_timeout_s=settings.gateway.drain_timeout_s,
-    )
+    return pool_of([spec], settings, hardware, keep_alive=False)
 
 
 def prepare_transformers(
@@ -150,14 +156,7 @@ def prepare_transformers(
         )
         for m in manifests
     ]
-    keep_alive = None if settings.serving.keep_alive_s < 0 else settings.serving.keep_alive_s
-    return EnginePool(
-        specs,
-        budget_bytes=budget_bytes(settings, hardware),
-        keep_alive_s=keep_alive,
-        load_wait_s=settings.serving.load_wait_s,
-        drain_timeout_s=settings.gateway.drain_timeout_s,
-    )
+    return pool_of(specs, settings, hardware)
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

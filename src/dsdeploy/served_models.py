@@ -40,6 +40,20 @@ from dsdeploy.settings import DEFAULT_MODEL, Settings
 from dsdeploy.store import Manifest, Store
 
 
+def require_clear_safetensors(manifest: Manifest, engine: str) -> None:
+    """What vLLM and the transformers engine can take: a safetensors checkpoint, not
+    encrypted (only llama.cpp reads weights from sealed memory)."""
+    if manifest.format != "safetensors":
+        raise ConfigError(
+            f"{manifest.name} is a {manifest.format} file, which {engine} does not serve: "
+            "pull its safetensors checkpoint, or serve with --engine llama.cpp"
+        )
+    if manifest.weights.encrypted is not None:
+        raise ConfigError(
+            f"{manifest.name} is encrypted, which only llama.cpp can serve from memory; run "
+            f"`dsdeploy decrypt {manifest.name}` or serve with --engine llama.cpp"
+        )
+
 def served_names(store: Store, requested: list[str]) -> list[str]:
     """The models named, else every stored model, else the default one (pulled on first use)."""
     return list(dict.fromkeys(requested)) or store.names() or [DEFAULT_MODEL]

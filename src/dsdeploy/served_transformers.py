@@ -13,7 +13,6 @@ from rich.console import Console
 
 from dsdeploy.engines.registry import ModelLaunch, build_engine
 from dsdeploy.engines.transformers_support import check_checkpoint
-from dsdeploy.errors import ConfigError
 from dsdeploy.model.file_checks import ModelChecks
 from dsdeploy.model.thinking import name_thinking
 from dsdeploy.modelfile_hf import read_hf_layout
@@ -21,22 +20,14 @@ from dsdeploy.planner.launch_transformers import plan_transformers_serving
 from dsdeploy.planner.placement import Machine
 from dsdeploy.runtime.pool import ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
+from dsdeploy.served_models import require_clear_safetensors
 from dsdeploy.settings import Settings
 from dsdeploy.store import Manifest, Store
 
 
 def check_transformers_model(manifest: Manifest) -> None:
     """A safetensors checkpoint, unencrypted: what the transformers engine can take."""
-    if manifest.format != "safetensors":
-        raise ConfigError(
-            f"{manifest.name} is a {manifest.format} file, which the transformers engine does "
-            "not serve: pull its safetensors checkpoint, or serve with --engine llama.cpp"
-        )
-    if manifest.weights.encrypted is not None:
-        raise ConfigError(
-            f"{manifest.name} is encrypted, which only llama.cpp can serve from memory; run "
-            f"`dsdeploy decrypt {manifest.name}` or serve with --engine llama.cpp"
-        )
+    require_clear_safetensors(manifest, "the transformers engine")
 
 
 def transformers_model_spec(

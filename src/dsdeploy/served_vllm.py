@@ -28,6 +28,7 @@ from dsdeploy.planner.render import show_plan
 from dsdeploy.planner.subject import entry_for_layout, file_quant
 from dsdeploy.runtime.pool import ModelSpec
 from dsdeploy.runtime.supervisor import Supervisor
+from dsdeploy.served_models import require_clear_safetensors
 from dsdeploy.settings import Settings
 from dsdeploy.store import Manifest, Store
 
@@ -43,17 +44,7 @@ def check_vllm_models(manifests: list[Manifest]) -> None:
         raise ConfigError(
             f"--engine vllm serves one model (it takes most of every GPU's memory), not {names}"
         )
-    manifest = manifests[0]
-    if manifest.format != "safetensors":
-        raise ConfigError(
-            f"{manifest.name} is a {manifest.format} file, which vLLM does not serve: pull its "
-            "safetensors checkpoint, or serve with --engine llama.cpp"
-        )
-    if manifest.weights.encrypted is not None:
-        raise ConfigError(
-            f"{manifest.name} is encrypted, which only llama.cpp can serve from memory; run "
-            f"`dsdeploy decrypt {manifest.name}` or serve with --engine llama.cpp"
-        )
+    require_clear_safetensors(manifests[0], "vLLM")
 
 
 def checkpoint_entry(name: str, folder: Path, weight_bytes: int) -> tuple[CatalogEntry, Quant]:
