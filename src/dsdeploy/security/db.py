@@ -45,11 +45,14 @@ def open_database(url: str) -> Engine:
     return engine
 
 
-def create_tables(metadata: MetaData, engine: Engine) -> None:
+def create_tables(metadata: MetaData, engine: Engine, attempts: int = 5) -> None:
     """``create_all``, safe when several processes open a new database at once: it checks
-    for each table, then creates it, so a process that lost the race fails on a table the
-    other just made; a second pass finds every table there."""
-    try:
-        metadata.create_all(engine)
-    except DBAPIError:
-        metadata.create_all(engine)
+    for each table, then creates it, so a process that lost the race to another fails on a
+    table the other just made; the next pass finds it there (one race per table at most)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts:
+                raise
