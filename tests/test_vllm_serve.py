@@ -15,6 +15,7 @@ from rich.console import Console
 from dsdeploy.errors import ConfigError
 from dsdeploy.hardware import Gpu, Hardware
 from dsdeploy.modelfile import ModelInfo
+from dsdeploy.runtime.pool import ModelSpec
 from dsdeploy.served_vllm import check_vllm_models, vllm_model_spec
 from dsdeploy.settings import Settings
 from dsdeploy.store import HashingWriter, Manifest, Store, StoredFile
@@ -56,11 +57,11 @@ def stored_model(store: Store, name: str, files: dict[str, bytes], fmt: str) -> 
     return manifest
 
 
-@pytest.mark.anyio
-async def test_a_stored_checkpoint_is_served_as_vllm_serve_on_its_folder(tmp_path: Path) -> None:
-    settings = Settings()
-    store = Store(settings.dirs.models)
-    manifest = stored_model(store, NAME, checkpoint(), "safetensors")
+async def first_start(
+    settings: Settings, store: Store, manifest: Manifest, tmp_path: Path
+) -> tuple[ModelSpec, list[str], dict[str, str]]:
+    """The spec ``serve`` builds for ``manifest``, and the argv and environment its
+    supervisor started the (recording) vLLM launcher with."""
     record = tmp_path / "starts.jsonl"
     program = (str(launcher(tmp_path, record)), "serve")
     spec = vllm_model_spec(
@@ -74,6 +75,15 @@ async def test_a_stored_checkpoint_is_served_as_vllm_serve_on_its_folder(tmp_pat
         await supervisor.stop()
     argv, env = start["argv"], start["env"]
     assert isinstance(argv, list) and isinstance(env, dict)
+    return spec, argv, env
+
+
+@pytest.mark.anyio
+async def test_a_stored_checkpoint_is_served_as_vllm_serve_on_its_folder(tmp_path: Path) -> None:
+    settings = Settings()
+    store = Store(settings.dirs.models)
+    manifest = stored_model(store, NAME, checkpoint(), "safetensors")
+    spec, argv, env = await first_start(settings, store, manifest, tmp_path)
     assert argv[:2] == ["serve", str(store.materialize(manifest).entry)]
     given = flags(argv)
     assert given["--served-model-name"] == NAME
@@ -105,19 +115,7 @@ async def test_nodes_setting_spreads_the_stages_over_the_ray_cluster(
     settings = Settings()
     store = Store(settings.dirs.models)
     manifest = stored_model(store, NAME, checkpoint(), "safetensors")
-    record = tmp_path / "starts.jsonl"
-    program = (str(launcher(tmp_path, record)), "serve")
-    spec = vllm_model_spec(
-        settings, store, manifest, program, HARDWARE, Console(file=io.StringIO())
-    )
-    supervisor = spec.make_supervisor()
-    await supervisor.start()
-    try:
-        (start,) = recorded_starts(record)
-    finally:
-        await supervisor.stop()
-    argv, env = start["argv"], start["env"]
-    assert isinstance(argv, list) and isinstance(env, dict)
+    spec, argv, env = await first_start(settings, store, manifest, tmp_path)
     given = flags(argv)
     assert given["--tensor-parallel-size"] == "1" and given["--pipeline-parallel-size"] == "2"
     assert given["--distributed-executor-backend"] == "ray"
