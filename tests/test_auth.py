@@ -298,6 +298,36 @@ def test_the_first_key_created_closes_an_open_gateway(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_key_in_steady_use_is_checked_in_the_background_not_on_its_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore(open_database(sqlite_url(tmp_path / "security.db")))
+    key, presented = store.create("steady")
+    store.create("another")  # keeps keys required once the first is revoked
+    pool = EnginePool(
+        [stub_spec(tmp_path, "a")], budget_bytes=2**30, keep_alive_s=None, load_wait_s=30
+    )
+    cache = KeyCache(store, ttl_s=0.4)
+    asked_on_requests: list[str] = []
+    verify = cache.verify
+
+    def counted_verify(presented: str) -> ApiKey | None:
+        asked_on_requests.append(presented)
+        return verify(presented)
+
+    monkeypatch.setattr(cache, "verify", counted_verify)
+    app = create_app(pool, GatewaySettings(), auth=AuthConfig(keys=cache))
+    with TestClient(app) as client:
+        for _ in range(15):  # 1.5 s: almost 4 TTLs
+            assert client.get("/v1/models", headers=bearer(presented)).status_code == 200
+            time.sleep(0.1)
+        store.revoke(key.id)
+        time.sleep(0.45)
+        assert client.get("/v1/models", headers=bearer(presented)).status_code == 401
+    assert len(asked_on_requests) == 2  # the first request, and the one after the revoke
+    store.close()
+
+
 def test_a_broken_key_database_refuses_with_503_not_an_open_door(tmp_path: Path) -> None:
     store = KeyStore(open_database(sqlite_url(tmp_path / "security.db")))
     _, presented = store.create("alice")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from dsdeploy.errors import ConfigError, UnknownKey
 from dsdeploy.security.db import open_database
-from dsdeploy.security.key_cache import KeyCache
+from dsdeploy.security.key_cache import KEEP_WARM_S, KeyCache
 from dsdeploy.security.keys import KEYS, KeyStore, digest, parse_key
 from dsdeploy.settings import SecuritySettings
 from tests.real_servers import postgres_url
@@ -147,6 +147,46 @@ def test_a_revoke_through_one_replica_is_seen_by_another_within_the_cache_ttl(
     finally:
         first.close()
         second.close()
+
+
+def test_a_key_in_use_stays_cached_past_its_ttl_while_it_is_refreshed(store: KeyStore) -> None:
+    clock = Clock()
+    cache = KeyCache(store, ttl_s=5.0, clock=clock)
+    key, presented = store.create("alice")
+    assert cache.verify(presented) == key
+    for _ in range(4):
+        clock.now += 3
+        assert cache.cached(presented) == key  # 12 s after the one verify
+        cache.refresh()
+
+
+def test_a_refresh_forgets_a_key_revoked_or_rotated_since_it_was_verified(
+    store: KeyStore,
+) -> None:
+    cache = KeyCache(store, ttl_s=60.0)
+    revoked, revoked_secret = store.create("revoked")
+    rotated, rotated_secret = store.create("rotated")
+    kept, kept_secret = store.create("kept")
+    for presented in (revoked_secret, rotated_secret, kept_secret):
+        assert cache.verify(presented) is not None
+    store.revoke(revoked.id)
+    _, new_secret = store.rotate(rotated.id)
+    cache.refresh()
+    assert cache.cached(revoked_secret) is None
+    assert cache.cached(rotated_secret) is None
+    assert cache.cached(kept_secret) == kept
+    assert cache.verify(new_secret) is not None
+
+
+def test_keys_unused_for_long_cost_the_store_nothing(store: KeyStore) -> None:
+    clock = Clock()
+    cache = KeyCache(store, ttl_s=5.0, clock=clock)
+    _, presented = store.create("alice")
+    assert cache.verify(presented) is not None
+    clock.now += KEEP_WARM_S + 1
+    with store.engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP TABLE api_keys"))
+    cache.refresh()  # a query would fail: KeyStoreUnavailable
 
 
 def test_the_first_key_turns_keys_on_within_the_cache_ttl(store: KeyStore) -> None:

@@ -54,6 +54,7 @@ def require_clear_safetensors(manifest: Manifest, engine: str) -> None:
             f"`dsdeploy decrypt {manifest.name}` or serve with --engine llama.cpp"
         )
 
+
 def served_names(store: Store, requested: list[str]) -> list[str]:
     """The models named, else every stored model, else the default one (pulled on first use)."""
     return list(dict.fromkeys(requested)) or store.names() or [DEFAULT_MODEL]

@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
@@ -65,10 +66,13 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
             chunks.append(chunk)
 
     try:
-        await asyncio.wait_for(collect(), timeout_s)
+        # A cancel scope, not wait_for: that runs the read as a task of its own, two trips
+        # through the event loop, each a wait for a core while the engine holds them all.
+        with anyio.fail_after(timeout_s):
+            await collect()
     except ClientDisconnect:
         raise ClientGone from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise too_slow(timeout_s) from None
     return b"".join(chunks)
 

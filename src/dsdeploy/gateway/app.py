@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from dsdeploy import __version__
 from dsdeploy.gateway.access_log import AccessLog
 from dsdeploy.gateway.audit import RequestAudit
-from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist
+from dsdeploy.gateway.auth import AuthConfig, AuthMiddleware, ModelAllowlist, keys_kept_fresh
 from dsdeploy.gateway.cors import Cors
 from dsdeploy.gateway.drain import Drain
 from dsdeploy.gateway.errors import ANTHROPIC, install_error_handlers
@@ -59,7 +59,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with EngineProxy() as proxy:
+        async with EngineProxy() as proxy, keys_kept_fresh(auth.keys):
             app.state.proxy = proxy
             yield
 

@@ -19,9 +19,11 @@ sends, until its oldest failure leaves the window.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -228,6 +230,30 @@ class AuthMiddleware:
         if error.status == 401:
             response.headers["www-authenticate"] = "Bearer"
         await response(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def keys_kept_fresh(keys: KeyCache | None) -> AsyncIterator[None]:
+    """While the gateway serves, the keys in use are checked against the store every half
+    TTL, off the request path (``KeyCache.refresh``)."""
+    if keys is None or keys.ttl_s <= 0:
+        yield
+        return
+    refreshing = asyncio.ensure_future(refresh_every_half_ttl(keys))
+    try:
+        yield
+    finally:
+        refreshing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refreshing
+
+
+async def refresh_every_half_ttl(keys: KeyCache) -> None:
+    while True:
+        await asyncio.sleep(keys.ttl_s / 2)
+        # A store not answering is logged by the store; requests then ask it themselves.
+        with contextlib.suppress(KeyStoreUnavailable):
+            await anyio.to_thread.run_sync(keys.refresh)
 
 
 def may_use(key: object, model: str) -> bool:
