@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
@@ -96,22 +97,56 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def before_engine_totals(gateway: Target) -> tuple[float, float]:
-    """The gateway's own histogram of arrival → engine asked: (sum of seconds, count)."""
+@dataclass(frozen=True)
+class HistogramReading:
+    """The gateway's arrival → engine-asked histogram at one moment (cumulative)."""
+
+    sum_s: float
+    count: float
+    buckets: dict[float, float]
+    """Upper bound (seconds) → observations at or below it."""
+
+    def since(self, earlier: HistogramReading) -> HistogramReading:
+        return HistogramReading(
+            self.sum_s - earlier.sum_s,
+            self.count - earlier.count,
+            {le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+        )
+
+    def mean_ms(self) -> float:
+        return self.sum_s / max(self.count, 1) * 1000
+
+    def quantile_ms(self, q: float) -> float:
+        """As Prometheus's ``histogram_quantile``: linear within the bucket it falls in."""
+        rank, lower, below = q * self.count, 0.0, 0.0
+        for le, cumulative in sorted(self.buckets.items()):
+            if cumulative >= rank and le != math.inf:
+                share = (rank - below) / max(cumulative - below, 1e-12)
+                return (lower + (le - lower) * share) * 1000
+            lower, below = le, cumulative
+        return lower * 1000
+
+
+async def before_engine_reading(gateway: Target) -> HistogramReading:
+    """The gateway's own histogram of arrival → engine asked, from its ``/metrics``."""
     base = gateway.api.removesuffix("/v1")
     async with gateway.client(concurrency=1) as client:  # with its key: /metrics is admin
         response = await client.get(base + "/metrics")
         response.raise_for_status()
         text = response.text
     totals = {"sum": 0.0, "count": 0.0}
+    buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name != BEFORE_ENGINE:
             continue
         for sample in family.samples:
             kind = sample.name.removeprefix(BEFORE_ENGINE + "_")
-            if kind in totals:
+            if kind == "bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+            elif kind in totals:
                 totals[kind] += sample.value
-    return totals["sum"], totals["count"]
+    return HistogramReading(totals["sum"], totals["count"], buckets)
 
 
 @dataclass(frozen=True)
@@ -120,6 +155,8 @@ class GatewayCost:
     before_engine_ms: float
     """Mean time from a request's arrival to the engine being asked, the gateway's own
     share of TTFT, read from its ``/metrics``."""
+    before_engine_p50_ms: float
+    """Its median, interpolated within the histogram's buckets (0.5, 1, 2, 3, 5, 10 ms…)."""
 
 
 async def gateway_costs(
@@ -131,22 +168,25 @@ async def gateway_costs(
     indices = itertools.count(CPU_PROMPTS_FROM)
     costs = {}
     for concurrency in options.concurrency:
-        cpu, before = [], []
+        cpu, before, before_p50 = [], [], []
         for rep in range(options.repetitions):
             trial = Trial(gateway.name, concurrency, rep)
-            cpu_before, (sum_before, count_before) = (
+            cpu_before, reading_before = (
                 cpu_seconds(process),
-                await before_engine_totals(gateway),
+                await before_engine_reading(gateway),
             )
             await run_trial(
                 gateway, model, workload, trial, max(CPU_REQUESTS, concurrency), indices
             )
             cpu_after = cpu_seconds(process)
-            sum_after, count_after = await before_engine_totals(gateway)
+            reading = (await before_engine_reading(gateway)).since(reading_before)
             tokens = sum(result.completion_tokens for result in trial.results)
             cpu.append((cpu_after - cpu_before) / tokens * 1e6)
-            before.append((sum_after - sum_before) / max(count_after - count_before, 1) * 1000)
-        costs[concurrency] = GatewayCost(statistics.median(cpu), statistics.median(before))
+            before.append(reading.mean_ms())
+            before_p50.append(reading.quantile_ms(0.5))
+        costs[concurrency] = GatewayCost(
+            statistics.median(cpu), statistics.median(before), statistics.median(before_p50)
+        )
     return costs
 
 
@@ -185,6 +225,7 @@ def compare(
                 "errors": sum(len(t.errors) for t in raw + gateway),
                 "gateway_cpu_us_per_token": costs[concurrency].cpu_us_per_token,
                 "gateway_before_engine_ms": costs[concurrency].before_engine_ms,
+                "gateway_before_engine_p50_ms": costs[concurrency].before_engine_p50_ms,
             }
         )
     return rows
@@ -193,7 +234,8 @@ def compare(
 def print_table(rows: list[dict[str, float | int]]) -> None:
     header = (
         f"{'threads':>7} {'conc':>4} {'raw tok/s':>9} {'gw tok/s':>9} {'ratio':>6} "
-        f"{'min':>6} {'+TTFT p50':>10} {'gw ms':>6} {'+ms/token':>9} {'errors':>6} "
+        f"{'min':>6} {'+TTFT p50':>10} {'gw ms':>6} {'gw p50':>6} {'+ms/token':>9} "
+        f"{'errors':>6} "
         f"{'gw CPU µs/tok':>13}"
     )
     print(header)
@@ -202,7 +244,7 @@ def print_table(rows: list[dict[str, float | int]]) -> None:
             f"{row['threads']:>7} {row['concurrency']:>4} {row['raw_tokens_per_s']:>9.1f} "
             f"{row['gateway_tokens_per_s']:>9.1f} {row['tokens_per_s_ratio']:>6.3f} "
             f"{row['tokens_per_s_ratio_min']:>6.3f} {row['ttft_p50_added_ms']:>8.2f}ms "
-            f"{row['gateway_before_engine_ms']:>6.2f} "
+            f"{row['gateway_before_engine_ms']:>6.2f} {row['gateway_before_engine_p50_ms']:>6.2f} "
             f"{row['per_token_added_ms']:>9.3f} {row['errors']:>6} "
             f"{row['gateway_cpu_us_per_token']:>13.1f}"
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from benchmarks.gateway_overhead import HistogramReading
 
 from tests.conftest import dsdeploy_env
 
@@ -63,6 +65,17 @@ def test_gateway_overhead_quick_mode_compares_raw_and_gateway_with_a_hook(
     rows = result["summary"]
     assert [row["concurrency"] for row in rows] == [1, 2]  # type: ignore[union-attr]
     assert all(row["errors"] == 0 for row in rows)  # type: ignore[union-attr]
+
+
+def test_the_gateway_time_median_is_interpolated_within_its_bucket_as_prometheus_does() -> None:
+    earlier = HistogramReading(0.004, 4, {0.001: 2, 0.002: 2, 0.003: 4, math.inf: 4})
+    later = HistogramReading(0.02, 14, {0.001: 4, 0.002: 8, 0.003: 14, math.inf: 14})
+    reading = later.since(earlier)
+    assert reading.count == 10
+    assert reading.mean_ms() == pytest.approx(1.6)
+    # rank 5 of 10 falls in (1, 2] ms, which holds the 3rd to 6th: three quarters in
+    assert reading.quantile_ms(0.5) == pytest.approx(1.75)
+    assert reading.quantile_ms(1.0) == pytest.approx(3.0)
 
 
 def test_limits_overhead_quick_mode_measures_memory_and_redis(isolated_home: Path) -> None:
