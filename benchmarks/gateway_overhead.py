@@ -8,8 +8,8 @@ not: the per-repetition ratio gateway ÷ raw, and a sweep over engine thread cou
 and cores - 1 by default: the gateway needs CPU too), and the gateway's CPU time per
 streamed token: the gateway process's user + system CPU (psutil) over trials that load only
 the gateway, divided by the tokens they streamed; and, over the same trials, the gateway's
-own share of TTFT: the mean of its ``dsdeploy_gateway_before_engine_seconds`` histogram
-(arrival to the engine being asked), read from its ``/metrics``. End-to-end TTFT added is
+own share of TTFT: the mean and median of its ``dsdeploy_gateway_before_engine_seconds``
+histogram (arrival to the engine being asked), read from its ``/metrics``. End-to-end TTFT added is
 reported too, but at c > 1 it mostly measures which engine step a request joins: a request
 that reaches the engine a moment after its neighbours waits for their prompt batch to
 finish. ``--event-hook`` serves with one no-op

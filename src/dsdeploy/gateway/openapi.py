@@ -81,7 +81,7 @@ def middleware_answers(path: str) -> list[dict[int, str]]:
 class PipelineRoute(APIRoute):
     """Documented like any FastAPI route, but its endpoint is called as Starlette calls
     one, without FastAPI's request handler (dependency solving, body handling): the
-    pipeline reads and checks the body itself, and that handler cost ~0.1 ms a request."""
+    pipeline reads and checks the body itself, and that handler cost ~50 µs a request."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
